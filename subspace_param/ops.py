@@ -1,0 +1,48 @@
+"""The weight combination w = Σ_k c_k V_k, dispatched to the PyTorch or the Triton backend.
+
+Backend choice, per call: the ``backend`` argument of the wrapper, else the environment variable
+``SUBSPACE_PARAM_BACKEND`` (``torch`` | ``triton`` | ``auto``), else ``auto`` = Triton for CUDA
+tensors when Triton is importable, PyTorch otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def resolve_backend(backend: str | None) -> str:
+    chosen = backend or os.environ.get("SUBSPACE_PARAM_BACKEND", "auto")
+    if chosen not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {BACKENDS} (argument or SUBSPACE_PARAM_BACKEND), got {chosen!r}"
+        )
+    return chosen
+
+
+def combine_torch(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """w = Σ_k c_k V_k with single fused ops: one ``lerp`` for K = 2 (valid since c_0 + c_1 = 1),
+    otherwise one ``mul`` and K − 1 in-place ``addcmul_`` (no temporaries)."""
+    c = coefficients.to(vertices[0].dtype)
+    if len(vertices) == 2:
+        return torch.lerp(vertices[0], vertices[1], c[1])
+    w = torch.mul(vertices[0], c[0])
+    for k in range(1, len(vertices)):
+        w.addcmul_(vertices[k], c[k])
+    return w
+
+
+def combine(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor], backend: str = "auto") -> torch.Tensor:
+    """Dispatch ``w = Σ_k c_k V_k`` to the chosen backend (see module docstring)."""
+    if backend == "torch":
+        return combine_torch(coefficients, vertices)
+    if backend == "triton" or (backend == "auto" and vertices[0].is_cuda):
+        from .kernels import dispatch
+
+        if backend == "triton" or dispatch.triton_available():
+            return dispatch.combine(coefficients, vertices)
+    return combine_torch(coefficients, vertices)

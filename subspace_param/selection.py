@@ -1,0 +1,199 @@
+"""Which tensors of a model enter the subspace, and a validator that says what cannot.
+
+``filter_fn(module, name)`` is called for every parameter with the module that owns it and the
+parameter's fully qualified name (``"layer1.0.conv1.weight"``); it returns True to include it.
+The default includes every floating-point parameter that requires grad.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .errors import SubspaceError
+
+FilterFn = Callable[[nn.Module, str], bool]
+
+#: Module types whose forward does not read parameters through attribute access on every call.
+_UNSUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase,)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRef:
+    """One selected parameter: the owning module, its local name, its qualified name."""
+
+    module: nn.Module = dataclasses.field(repr=False, compare=False)
+    module_name: str
+    local_name: str
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.module_name}.{self.local_name}" if self.module_name else self.local_name
+
+
+@dataclasses.dataclass
+class ModelReport:
+    """What wrapping a model would do (see :func:`check_model`)."""
+
+    selected: list[str]
+    skipped: list[tuple[str, str]]
+    problems: list[str]
+    norm_layers: list[str]
+    without_reset_parameters: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.selected)} tensor(s) in the subspace"]
+        lines += [f"  + {n}" for n in self.selected]
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} parameter(s) left as they are")
+            lines += [f"  - {n}: {why}" for n, why in self.skipped]
+        if self.norm_layers:
+            lines.append(f"{len(self.norm_layers)} norm layer(s): affine in the subspace, running stats stay buffers")
+        if self.without_reset_parameters:
+            lines.append("initialised by moment-matched normal draws (owner has no reset_parameters): "
+                         + ", ".join(self.without_reset_parameters))
+        lines += [f"PROBLEM: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def default_filter(module: nn.Module, name: str) -> bool:
+    """Every parameter (the caller already restricts to floating point and requires_grad)."""
+    return True
+
+
+def _is_ours(module: nn.Module) -> bool:
+    from .parametrization import SubspaceParametrization  # local: selection is imported by parametrization
+
+    if not parametrize.is_parametrized(module):
+        return False
+    return any(
+        isinstance(p, SubspaceParametrization) for plist in module.parametrizations.values() for p in plist
+    )
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
+
+
+def has_reset_parameters(module: nn.Module) -> bool:
+    return callable(getattr(module, "reset_parameters", None)) or callable(
+        getattr(module, "_reset_parameters", None)
+    )
+
+
+def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelReport:
+    """Report which tensors would be wrapped, which are skipped and why, and what is unsupported.
+
+    Problems (each makes the one-call wrappers raise): the model is already wrapped; a selected
+    parameter is shared by several modules (tied weights would silently untie); a selected
+    parameter belongs to a module that caches its weights (RNNs); the filter selects nothing.
+    """
+    filter_fn = filter_fn or default_filter
+    selected: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    problems: list[str] = []
+    norm_layers: list[str] = []
+    no_reset: list[str] = []
+
+    owners: dict[int, list[str]] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for pname, p in module._parameters.items():
+            if p is not None:
+                owners.setdefault(id(p), []).append(f"{mod_name}.{pname}" if mod_name else pname)
+
+    for mod_name, module in model.named_modules():
+        if _is_ours(module):
+            problems.append(
+                f"module {mod_name or type(model).__name__!r} is already part of a subspace; "
+                "wrap an unwrapped model (or export() one point first)"
+            )
+            continue
+        if _is_norm(module) and any(p is not None for p in module._parameters.values()):
+            norm_layers.append(mod_name)
+        for pname, p in module._parameters.items():
+            if p is None:
+                continue
+            qname = f"{mod_name}.{pname}" if mod_name else pname
+            if not p.is_floating_point():
+                skipped.append((qname, f"dtype {p.dtype} is not floating point"))
+                continue
+            if not p.requires_grad:
+                skipped.append((qname, "requires_grad=False"))
+                continue
+            if not filter_fn(module, qname):
+                skipped.append((qname, "excluded by filter_fn"))
+                continue
+            if isinstance(module, parametrize.ParametrizationList):
+                problems.append(
+                    f"parameter {qname} is the original of another parametrization; "
+                    "subspaces over already-parametrized tensors are not supported — exclude it with filter_fn"
+                )
+                continue
+            if len(owners[id(p)]) > 1:
+                problems.append(
+                    f"parameter {qname} is shared with {', '.join(n for n in owners[id(p)] if n != qname)}; "
+                    "tied weights cannot be parametrized separately — exclude them with filter_fn"
+                )
+                continue
+            if isinstance(module, _UNSUPPORTED_TYPES):
+                problems.append(
+                    f"parameter {qname} belongs to {type(module).__name__}, which caches flat weights and "
+                    "would ignore the subspace — exclude it with filter_fn"
+                )
+                continue
+            selected.append(qname)
+            if not has_reset_parameters(module) and qname not in no_reset:
+                no_reset.append(qname)
+    if not selected and not any("already part of a subspace" in p for p in problems):
+        problems.append(
+            f"no parameter of {type(model).__name__} was selected "
+            f"({len(skipped)} skipped: {', '.join(n for n, _ in skipped[:5])}{'…' if len(skipped) > 5 else ''}); "
+            "check filter_fn"
+        )
+    return ModelReport(selected, skipped, problems, norm_layers, no_reset)
+
+
+def select_tensors(model: nn.Module, filter_fn: FilterFn | None = None) -> list[TensorRef]:
+    """The tensors a wrapper will parametrize, in ``named_modules`` order; raises on any problem."""
+    report = check_model(model, filter_fn)
+    if not report.ok:
+        raise SubspaceError(f"cannot wrap {type(model).__name__}: " + "; ".join(report.problems))
+    wanted = set(report.selected)
+    refs: list[TensorRef] = []
+    for mod_name, module in model.named_modules():
+        for pname in list(module._parameters):
+            ref = TensorRef(module, mod_name, pname)
+            if ref.qualified_name in wanted:
+                refs.append(ref)
+    return refs
+
+
+def select_by_names(model: nn.Module, names: list[str]) -> list[TensorRef]:
+    """The tensors with exactly these qualified names (used when loading a saved subspace)."""
+    by_name: dict[str, TensorRef] = {}
+    for mod_name, module in model.named_modules():
+        for pname, p in module._parameters.items():
+            if p is not None:
+                ref = TensorRef(module, mod_name, pname)
+                by_name[ref.qualified_name] = ref
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        from .errors import ArchitectureMismatchError
+
+        raise ArchitectureMismatchError(
+            f"{type(model).__name__} has no parameter {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else "")
+        )
+    return [by_name[n] for n in names]
+
+
+def tensor_of(ref: TensorRef) -> torch.Tensor:
+    return getattr(ref.module, ref.local_name)

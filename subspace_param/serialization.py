@@ -1,0 +1,93 @@
+"""Saving and loading subspaces: one file with the spec, the tensor shapes and the state_dict.
+
+Files are written atomically (temporary file in the same folder, then ``os.replace``) and read
+with ``torch.load(weights_only=True)``: no pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ArchitectureMismatchError, SubspaceError
+from .geometry import geometry_from_spec
+from .io import atomic_write
+from .subspace import Subspace, get_subspace, is_wrapped, wrap
+from .vertex_init import Copy
+
+FORMAT = "subspace-param"
+
+
+def save(subspace: Subspace, path: str | os.PathLike[str]) -> Path:
+    """Write ``subspace`` (geometry, covered tensors, vertices, point, buffers) to ``path``."""
+    if not isinstance(subspace, Subspace):
+        raise TypeError(f"save() takes a Subspace handle, got {type(subspace).__name__}")
+    shapes = {n: list(row[0].shape) for n, row in zip(subspace.tensor_names, subspace.vertices())}
+    payload = {
+        "format": FORMAT,
+        "spec": subspace.spec,
+        "shapes": shapes,
+        "model_class": type(subspace.model).__name__,
+        "state_dict": {k: v.detach().cpu() for k, v in subspace.model.state_dict().items()},
+    }
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no subspace file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, not a torch file, unsafe pickle, …
+        raise SubspaceError(f"{path} is not a subspace-param file ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise SubspaceError(f"{path} is not a subspace-param file (no '{FORMAT}' header)")
+    return payload
+
+
+def load(path: str | os.PathLike[str], model: nn.Module, *, strict: bool = True) -> Subspace:
+    """Load a file written by :func:`save` into ``model`` and return its handle.
+
+    ``model`` is a freshly built model of the same architecture, unwrapped (it is wrapped here,
+    with the saved geometry and tensors) or already wrapped the same way.
+    """
+    payload = _read(path)
+    spec = payload["spec"]
+    if is_wrapped(model):
+        sub = get_subspace(model)
+        if sub.spec["geometry"] != spec["geometry"] or sub.tensor_names != spec["tensors"]:
+            raise ArchitectureMismatchError(
+                f"{path} holds a {geometry_from_spec(spec['geometry']).describe()} over {len(spec['tensors'])} "
+                f"tensors; the model is wrapped as a {sub.geometry.describe()} over {len(sub.tensor_names)}"
+            )
+    else:
+        params = dict(model.named_parameters())
+        for name, shape in payload["shapes"].items():
+            if name not in params:
+                raise ArchitectureMismatchError(
+                    f"{path} was saved from a {payload.get('model_class')} with tensor {name!r}, "
+                    f"which {type(model).__name__} does not have"
+                )
+            if list(params[name].shape) != list(shape):
+                raise ArchitectureMismatchError(
+                    f"tensor {name!r} has shape {tuple(shape)} in {path} but "
+                    f"{tuple(params[name].shape)} in {type(model).__name__}"
+                )
+        sub = wrap(
+            model,
+            geometry_from_spec(spec["geometry"]),
+            init=Copy(),
+            layerwise=spec["layerwise"],
+            backend=spec.get("backend"),
+            frozen_vertices=spec.get("frozen_vertices", ()),
+            tensor_names=spec["tensors"],
+        )
+    result = model.load_state_dict(payload["state_dict"], strict=strict)
+    if strict and (result.missing_keys or result.unexpected_keys):  # pragma: no cover - strict raises first
+        raise ArchitectureMismatchError(str(result))
+    return sub

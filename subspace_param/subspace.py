@@ -1,0 +1,355 @@
+"""The :class:`Subspace` handle and :func:`wrap`, the engine behind the one-call functions."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .batchnorm import reestimate_bn
+from .errors import PointError, SubspaceError
+from .geometry import Geometry, geometry_from_spec
+from .ops import resolve_backend
+from .parametrization import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE, SubspaceParametrization
+from .regularizer import cosine_regularizer, is_weight
+from .selection import FilterFn, TensorRef, select_by_names, select_tensors
+from .vertex_init import VertexInit, resolve_init
+
+SPEC_VERSION = 1
+PointLike = float | Sequence[float] | torch.Tensor
+
+
+def _new_seed() -> int:
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+class Subspace:
+    """Handle on a wrapped model. Owns nothing the model does not carry: the point and
+    coefficients are buffers of the root model, the vertices are its parameters.
+
+    Obtain it from the one-call functions (:func:`subspace_param.line`, …) or, for any wrapped
+    model, from :func:`get_subspace`.
+    """
+
+    def __init__(self, model: nn.Module, seed: int | None = None) -> None:
+        spec = getattr(model, SPEC_ATTRIBUTE, None)
+        if spec is None:
+            raise SubspaceError(f"{type(model).__name__} is not wrapped as a subspace")
+        self.model = model
+        self.geometry: Geometry = geometry_from_spec(spec["geometry"])
+        self.layerwise: bool = spec["layerwise"]
+        self.tensor_names: list[str] = list(spec["tensors"])
+        self.num_groups: int = spec["num_groups"]
+        self.refs: list[TensorRef] = self._find_refs()
+        self.generator = torch.Generator().manual_seed(_new_seed() if seed is None else seed)
+
+    # -- structure ---------------------------------------------------------------------------
+    def _find_refs(self) -> list[TensorRef]:
+        found: dict[int, TensorRef] = {}
+        for mod_name, module in self.model.named_modules():
+            if not parametrize.is_parametrized(module):
+                continue
+            for pname, plist in module.parametrizations.items():
+                for p in plist:
+                    if isinstance(p, SubspaceParametrization):
+                        found[p.index] = TensorRef(module, mod_name, pname)
+        refs = [found[i] for i in sorted(found)]
+        if [r.qualified_name for r in refs] != self.tensor_names:
+            raise SubspaceError("the model's parametrizations do not match its subspace spec (was it edited?)")
+        return refs
+
+    @property
+    def num_vertices(self) -> int:
+        return self.geometry.num_vertices
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return copy.deepcopy(getattr(self.model, SPEC_ATTRIBUTE))
+
+    def vertex(self, k: int) -> dict[str, nn.Parameter]:
+        """Vertex ``k`` of every covered tensor, by qualified name (the live Parameters)."""
+        if not 0 <= k < self.num_vertices:
+            raise IndexError(f"vertex {k} out of range for a {self.geometry.describe()}")
+        return {name: row[k] for name, row in zip(self.tensor_names, self.vertices())}
+
+    def vertices(self) -> list[list[nn.Parameter]]:
+        """``vertices()[L][k]``: vertex k of covered tensor L."""
+        out = []
+        for r in self.refs:
+            plist = getattr(r.module.parametrizations, r.local_name)
+            out.append([getattr(plist, f"original{k}") for k in range(self.num_vertices)])
+        return out
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """All vertex parameters (the subspace's trainable state)."""
+        for row in self.vertices():
+            yield from row
+
+    # -- the point -----------------------------------------------------------------------
+    @property
+    def point(self) -> torch.Tensor:
+        """The current point: shape ``(P,)``, or ``(G, P)`` in layerwise mode (a copy)."""
+        p = getattr(self.model, POINT_BUFFER).detach().clone()
+        return p if self.layerwise else p[0]
+
+    @property
+    def coefficients(self) -> torch.Tensor:
+        """The current coefficients: shape ``(K,)``, or ``(G, K)`` in layerwise mode (a copy)."""
+        c = getattr(self.model, COEFFICIENTS_BUFFER).detach().clone()
+        return c if self.layerwise else c[0]
+
+    def _point_rows(self, point: PointLike, extrapolate: bool) -> torch.Tensor:
+        p = self.geometry.as_point(point, extrapolate=extrapolate)
+        if p.ndim == 1:
+            return p.expand(self.num_groups, -1)
+        if p.ndim == 2 and p.shape[0] == self.num_groups:
+            return p
+        raise PointError(
+            f"point of shape {tuple(p.shape)} fits neither ({self.geometry.point_dim},) nor "
+            f"({self.num_groups}, {self.geometry.point_dim}) (one row per module in layerwise mode)"
+        )
+
+    def set_point(self, point: PointLike, *, extrapolate: bool = False) -> None:
+        """Move the model to ``point`` (validated; outside the geometry only with ``extrapolate=True``)."""
+        rows = self._point_rows(point, extrapolate)
+        coeffs = self.geometry.coefficients(rows)
+        if ((coeffs.sum(-1) - 1).abs() > 1e-6).any():
+            raise SubspaceError(f"geometry {self.geometry!r} produced non-affine coefficients {coeffs.tolist()}")
+        with torch.no_grad():
+            getattr(self.model, POINT_BUFFER).copy_(rows, non_blocking=True)
+            getattr(self.model, COEFFICIENTS_BUFFER).copy_(coeffs, non_blocking=True)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw a uniform point (one per module in layerwise mode), set it and return it."""
+        n = self.num_groups if self.layerwise else 1
+        p = self.geometry.sample(n, generator=generator or self.generator, dtype=torch.float64)
+        self.set_point(p if self.layerwise else p[0])
+        return self.point
+
+    @contextlib.contextmanager
+    def at(self, point: PointLike, *, extrapolate: bool = False) -> Iterator[Subspace]:
+        """Context manager: evaluate at ``point``, then restore the previous point."""
+        saved_p = getattr(self.model, POINT_BUFFER).detach().clone()
+        saved_c = getattr(self.model, COEFFICIENTS_BUFFER).detach().clone()
+        self.set_point(point, extrapolate=extrapolate)
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                getattr(self.model, POINT_BUFFER).copy_(saved_p)
+                getattr(self.model, COEFFICIENTS_BUFFER).copy_(saved_c)
+
+    def center(self) -> torch.Tensor:
+        """Midpoint (paths) or centroid (simplex)."""
+        return self.geometry.center()
+
+    def iter_samples(self, *tensors: torch.Tensor, num_samples: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Split a batch into ``num_samples`` chunks along dim 0, drawing a new point for each.
+
+        Use for several subspace samples per batch (the reference's ``--num-samples``)::
+
+            for x, y in subspace.iter_samples(inputs, targets, num_samples=4):
+                (loss_fn(model(x), y) / 4).backward()
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+        n = tensors[0].shape[0]
+        if n < num_samples:
+            raise ValueError(f"a batch of {n} cannot be split into num_samples={num_samples} chunks")
+        chunks = [torch.tensor_split(t, num_samples) for t in tensors]
+        for parts in zip(*chunks):
+            self.sample()
+            yield parts
+
+    # -- regulariser --------------------------------------------------------------------------
+    def regularized_tensors(self, tensors: Literal["weights", "all"] = "weights") -> list[str]:
+        """Names of the tensors the regulariser covers (``weights``: ≥ 2 dims; ``all``)."""
+        return [n for n, row in zip(self.tensor_names, self.vertices()) if tensors == "all" or is_weight(n, row[0])]
+
+    def regularizer(
+        self,
+        beta: float = 1.0,
+        *,
+        pairs: Literal["random", "all"] = "random",
+        per_layer: bool = False,
+        tensors: Literal["weights", "all"] = "weights",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """β · cos²(V_i, V_j), see :mod:`subspace_param.regularizer`.
+
+        ``pairs="random"`` draws one unordered pair i ≠ j per call (the reference's choice);
+        ``"all"`` averages over the K(K−1)/2 pairs. ``per_layer`` averages per-tensor cosines
+        instead of one global cosine over the concatenated tensors.
+        """
+        covered = [row for row in self.vertices() if tensors == "all" or is_weight("", row[0])]
+        k = self.num_vertices
+        if pairs == "random":
+            perm = torch.randperm(k, generator=generator or self.generator)[:2].tolist()
+            chosen = [(min(perm), max(perm))]
+        elif pairs == "all":
+            chosen = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        else:
+            raise ValueError(f"pairs must be 'random' or 'all', got {pairs!r}")
+        return beta * cosine_regularizer(covered, chosen, per_layer=per_layer)
+
+    # -- evaluation helpers -----------------------------------------------------------------
+    def update_bn(
+        self,
+        loader: Iterable[Any],
+        point: PointLike | None = None,
+        *,
+        num_batches: int | None = None,
+        device: torch.device | str | None = None,
+        extrapolate: bool = False,
+    ) -> None:
+        """Re-estimate BatchNorm running stats at ``point`` (default: the current point) with an
+        exact cumulative average over the first ``num_batches`` batches of ``loader`` (default: all).
+        The statistics stay in the model (they are shared buffers) until the next call."""
+        ctx = self.at(point, extrapolate=extrapolate) if point is not None else contextlib.nullcontext()
+        with ctx:
+            reestimate_bn(self.model, loader, num_batches=num_batches, device=device)
+
+    def export(self, point: PointLike | None = None, *, extrapolate: bool = False) -> nn.Module:
+        """A plain copy of the model (original classes, no parametrizations) at ``point``
+        (default: the current point). Its outputs equal the wrapped model's at that point; the
+        BN running stats are copied as they are (call :meth:`update_bn` first to re-estimate)."""
+        clone = copy.deepcopy(self.model)
+        sub = Subspace(clone, seed=0)
+        if point is not None:
+            sub.set_point(point, extrapolate=extrapolate)
+        flags = getattr(clone, SPEC_ATTRIBUTE)["requires_grad"]
+        with torch.no_grad():
+            values = [getattr(r.module, r.local_name).detach().clone() for r in sub.refs]
+        # A deep copy shares the parametrized *class* with the original, so remove_parametrizations
+        # (which deletes the class property) would break the original: swap the instance class back.
+        for module in {id(r.module): r.module for r in sub.refs}.values():
+            module.__class__ = parametrize.type_before_parametrizations(module)
+            del module._modules["parametrizations"]
+        for ref, value, rg in zip(sub.refs, values, flags):
+            ref.module.register_parameter(ref.local_name, nn.Parameter(value, requires_grad=rg))
+        _strip(clone)
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"Subspace({self.geometry!r}, tensors={len(self.refs)}, layerwise={self.layerwise}, "
+            f"point={self.point.tolist()})"
+        )
+
+
+def _strip(model: nn.Module) -> None:
+    for name in (POINT_BUFFER, COEFFICIENTS_BUFFER):
+        if name in model._buffers:
+            del model._buffers[name]
+    model.__dict__.pop(SPEC_ATTRIBUTE, None)
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    return getattr(model, SPEC_ATTRIBUTE, None) is not None
+
+
+def get_subspace(model: nn.Module, seed: int | None = None) -> Subspace:
+    """The :class:`Subspace` handle of a wrapped model (a new handle; the state is the model's)."""
+    return Subspace(model, seed=seed)
+
+
+def wrap(
+    model: nn.Module,
+    geometry: Geometry,
+    *,
+    filter_fn: FilterFn | None = None,
+    init: str | VertexInit = "independent",
+    layerwise: bool = False,
+    seed: int | None = None,
+    backend: str | None = None,
+    frozen_vertices: Sequence[int] = (),
+    tensor_names: Sequence[str] | None = None,
+) -> Subspace:
+    """Turn ``model`` in place into a subspace of networks of the given geometry.
+
+    Every selected tensor W becomes Σ_k c_k(point) · V_k with V_0 = W and V_1 … V_{K-1} from
+    ``init``. The point starts at the geometry's center. See :func:`subspace_param.line`.
+
+    Args:
+        filter_fn: ``(module, qualified_name) -> bool`` choosing parameters (default: every
+            floating-point parameter with ``requires_grad``).
+        init: ``"independent"`` (default), ``"copy"``, ``"perturb"`` or a :class:`VertexInit`.
+        layerwise: an independent point for every module instead of one shared point.
+        seed: seeds the vertex initialisation and the handle's sampling generator.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` for the weight combination.
+        frozen_vertices: vertex indices whose parameters get ``requires_grad=False``.
+        tensor_names: explicit qualified names instead of ``filter_fn`` (used by :func:`load`).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(geometry, Geometry):
+        raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
+    if is_wrapped(model):
+        raise SubspaceError(
+            f"{type(model).__name__} is already wrapped as a {get_subspace(model).geometry.describe()}; "
+            "wrap a fresh model, or export() a point of this one first"
+        )
+    backend = resolve_backend(backend)
+    k = geometry.num_vertices
+    bad = [v for v in frozen_vertices if not 0 <= v < k]
+    if bad:
+        raise ValueError(f"frozen_vertices {bad} out of range for a {geometry.describe()}")
+    if tensor_names is not None:
+        refs = select_by_names(model, list(tensor_names))
+    else:
+        refs = select_tensors(model, filter_fn)
+    init_strategy = resolve_init(init, seed)
+    vertices = init_strategy.vertices(refs, k)
+    requires_grad = [bool(getattr(r.module, r.local_name).requires_grad) for r in refs]
+
+    group_of: dict[int, int] = {}
+    for r in refs:
+        group_of.setdefault(id(r.module), len(group_of))
+    num_groups = len(group_of) if layerwise else 1
+
+    first = getattr(refs[0].module, refs[0].local_name)
+    buf_dtype = first.dtype if first.dtype == torch.float64 else torch.float32
+    model.register_buffer(POINT_BUFFER, torch.zeros(num_groups, geometry.point_dim, dtype=buf_dtype, device=first.device))
+    model.register_buffer(COEFFICIENTS_BUFFER, torch.zeros(num_groups, k, dtype=buf_dtype, device=first.device))
+    object.__setattr__(model, SPEC_ATTRIBUTE, {
+        "version": SPEC_VERSION,
+        "geometry": geometry.spec(),
+        "layerwise": layerwise,
+        "num_groups": num_groups,
+        "tensors": [r.qualified_name for r in refs],
+        "requires_grad": requires_grad,
+        "frozen_vertices": sorted(frozen_vertices),
+        "backend": backend,
+    })
+    # plain attribute in __dict__ (not a buffer/child): survives deepcopy, ignored by state_dict
+    try:
+        for i, (r, verts) in enumerate(zip(refs, vertices)):
+            group = group_of[id(r.module)] if layerwise else 0
+            p = SubspaceParametrization(model, i, group, verts, backend)
+            parametrize.register_parametrization(r.module, r.local_name, p)
+            plist = getattr(r.module.parametrizations, r.local_name)
+            for v in frozen_vertices:
+                getattr(plist, f"original{v}").requires_grad_(False)
+    except Exception:
+        _undo(model, refs)
+        raise
+    sub = Subspace(model, seed=seed)
+    sub.set_point(geometry.center())
+    return sub
+
+
+def _undo(model: nn.Module, refs: Sequence[TensorRef]) -> None:
+    """Roll back a half-done wrap: every tensor gets back its vertex 0 (its original value)."""
+    with torch.no_grad():
+        for r in refs:
+            if parametrize.is_parametrized(r.module, r.local_name):
+                plist = getattr(r.module.parametrizations, r.local_name)
+                original = plist.original0.detach().clone()
+                parametrize.remove_parametrizations(r.module, r.local_name, leave_parametrized=True)
+                getattr(r.module, r.local_name).copy_(original)
+    _strip(model)

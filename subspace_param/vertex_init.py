@@ -1,0 +1,173 @@
+"""How the extra vertices V_1 … V_{K-1} of every covered tensor are initialised.
+
+Vertex 0 is always the model's current tensor unless :class:`FromModels` replaces it.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ArchitectureMismatchError
+from .selection import TensorRef, has_reset_parameters, tensor_of
+
+
+class VertexInit(abc.ABC):
+    """Strategy returning, for each selected tensor, its K vertex tensors (vertex 0 first)."""
+
+    @abc.abstractmethod
+    def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]: ...
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _moment_matched(t: torch.Tensor) -> torch.Tensor:
+    """A fresh draw from N(mean(t), std(t)²) — the fallback when the owner has no initialiser."""
+    flat = t.detach().float()
+    std = flat.std() if flat.numel() > 1 else flat.new_zeros(())
+    return (torch.randn_like(flat) * std + flat.mean()).to(t.dtype)
+
+
+class Independent(VertexInit):
+    """Each extra vertex is a fresh, independent draw of the module's own initialiser.
+
+    The owning module is deep-copied and ``reset_parameters()`` (or ``_reset_parameters()``)
+    is called on the copy, so buffers of the real module (BN running stats) are untouched.
+    Parameters of modules without an initialiser (e.g. a ViT's positional embedding) get a
+    normal draw with the tensor's current mean and standard deviation (a constant tensor is copied).
+    This is what the reference implementation does for its conv/BN layers.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+
+    def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
+        out = [[tensor_of(r).detach().clone()] for r in refs]
+        by_module: dict[int, list[int]] = {}
+        for i, r in enumerate(refs):
+            by_module.setdefault(id(r.module), []).append(i)
+        with _seeded(self.seed), torch.no_grad():
+            for _ in range(1, num_vertices):
+                for idxs in by_module.values():
+                    module = refs[idxs[0]].module
+                    if has_reset_parameters(module):
+                        fresh = copy.deepcopy(module)
+                        reset = getattr(fresh, "reset_parameters", None) or fresh._reset_parameters
+                        reset()
+                        for i in idxs:
+                            out[i].append(getattr(fresh, refs[i].local_name).detach().clone())
+                    else:
+                        for i in idxs:
+                            out[i].append(_moment_matched(tensor_of(refs[i])))
+        return out
+
+
+class Copy(VertexInit):
+    """Every vertex is a copy of the current tensor (a degenerate subspace; combine with training noise)."""
+
+    def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
+        return [[tensor_of(r).detach().clone() for _ in range(num_vertices)] for r in refs]
+
+
+class Perturb(VertexInit):
+    """Copies of the current tensor plus Gaussian noise: V_k = V_0 + scale · std(V_0) · ε, ε ~ N(0, I).
+
+    Tensors with zero spread (BN γ = 1, biases = 0) use ``scale`` as an absolute noise level.
+    """
+
+    def __init__(self, scale: float = 0.01, seed: int | None = None) -> None:
+        if not scale >= 0:
+            raise ValueError(f"Perturb(scale=...) must be ≥ 0, got {scale!r}")
+        self.scale = scale
+        self.seed = seed
+
+    def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
+        out = []
+        with _seeded(self.seed), torch.no_grad():
+            for r in refs:
+                t = tensor_of(r).detach()
+                spread = t.float().std().item() if t.numel() > 1 else 0.0
+                sigma = self.scale * (spread if spread > 0 else 1.0)
+                out.append([t.clone()] + [t + sigma * torch.randn_like(t) for _ in range(1, num_vertices)])
+        return out
+
+
+def matching_tensor(other: nn.Module, ref: TensorRef, what: str) -> torch.Tensor:
+    """The tensor of ``other`` with ``ref``'s qualified name and shape, or a clear error."""
+    try:
+        owner = other.get_submodule(ref.module_name) if ref.module_name else other
+        t = getattr(owner, ref.local_name)
+    except AttributeError:
+        raise ArchitectureMismatchError(f"{what} ({type(other).__name__}) has no tensor {ref.qualified_name!r}") from None
+    if not isinstance(t, torch.Tensor):
+        raise ArchitectureMismatchError(f"{what}: {ref.qualified_name!r} is not a tensor")
+    mine = tensor_of(ref)
+    if t.shape != mine.shape:
+        raise ArchitectureMismatchError(
+            f"tensor {ref.qualified_name!r} has shape {tuple(t.shape)} in {what} "
+            f"but {tuple(mine.shape)} in the wrapped model"
+        )
+    return t.detach()
+
+
+class FromModels(VertexInit):
+    """Vertex k is taken from ``models[k]`` (same architecture; matched by parameter name).
+
+    ``models`` must hold exactly K models; an entry may be ``None`` to keep the wrapped model's
+    own tensor (for vertex 0) or to place the vertex on the straight line between the nearest
+    given vertices before and after it (e.g. the bend of a chain starts on the chord).
+    """
+
+    def __init__(self, models: Sequence[nn.Module | None]) -> None:
+        self.models = list(models)
+
+    def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
+        if len(self.models) != num_vertices:
+            raise ValueError(f"FromModels needs {num_vertices} models (one per vertex), got {len(self.models)}")
+        given = [k for k, m in enumerate(self.models) if m is not None]
+        if self.models[0] is None:
+            given = [0, *given]
+        out = []
+        with torch.no_grad():
+            for r in refs:
+                known: dict[int, torch.Tensor] = {0: tensor_of(r).detach().clone()}
+                for k in given:
+                    m = self.models[k]
+                    if m is not None:
+                        known[k] = matching_tensor(m, r, f"model {k}").clone().to(known[0].device, known[0].dtype)
+                row = []
+                for k in range(num_vertices):
+                    if k in known:
+                        row.append(known[k])
+                        continue
+                    lo = max(j for j in known if j < k)
+                    hi = [j for j in known if j > k]
+                    if not hi:
+                        row.append(known[lo].clone())
+                        continue
+                    h = min(hi)
+                    row.append(torch.lerp(known[lo], known[h], (k - lo) / (h - lo)))
+                out.append(row)
+        return out
+
+
+def resolve_init(init: str | VertexInit, seed: int | None = None) -> VertexInit:
+    if isinstance(init, VertexInit):
+        return init
+    table = {"independent": lambda: Independent(seed), "copy": Copy, "perturb": lambda: Perturb(seed=seed)}
+    if init not in table:
+        raise ValueError(f"init must be one of {sorted(table)} or a VertexInit, got {init!r}")
+    return table[init]()
