@@ -23,19 +23,79 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
+def _gram_entries(
+    vertices: Sequence[Sequence[torch.Tensor]], pairs: Sequence[tuple[int, int]]
+) -> tuple[dict[tuple[int, int], torch.Tensor], torch.dtype]:
+    """Per-tensor dot products ⟨V_a^L, V_b^L⟩ for every entry the pairs need, each of shape (|L|,)."""
+    acc = torch.float64 if vertices[0][0].dtype == torch.float64 else torch.float32
+    needed = sorted({e for i, j in pairs for e in ((i, j), (i, i), (j, j))})
+    return {(a, b): torch.stack([_dot(v[a], v[b]).to(acc) for v in vertices]) for a, b in needed}, acc
+
+
+def _pair_terms(
+    gram: dict[tuple[int, int], torch.Tensor], i: int, j: int, per_layer: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(value, ∂r/∂D, ∂r/∂N_i, ∂r/∂N_j) of r = D²/(N_i N_j), globally or per tensor (then ÷|L|)."""
+    d, ni, nj = gram[(i, j)], gram[(i, i)], gram[(j, j)]
+    if not per_layer:
+        d, ni, nj = d.sum(), ni.sum(), nj.sum()
+    den = (ni * nj).clamp_min(EPS)
+    value = d.square() / den
+    scale = 1.0 / d.numel() if per_layer else 1.0
+    return (
+        value.mean() if per_layer else value,
+        scale * 2 * d / den,
+        -scale * value / ni.clamp_min(EPS),
+        -scale * value / nj.clamp_min(EPS),
+    )
+
+
+class _CosineRegularizer(torch.autograd.Function):
+    """Mean over pairs of cos²; backward in closed form, one fused op per vertex gradient:
+
+        ∂r/∂V_i^L = (∂r/∂D)·V_j^L + 2(∂r/∂N_i)·V_i^L     (and symmetrically for V_j).
+    """
+
+    @staticmethod
+    def forward(ctx, pairs, per_layer, k, *flat):  # type: ignore[override]
+        vertices = [flat[L * k:(L + 1) * k] for L in range(len(flat) // k)]
+        gram, _ = _gram_entries(vertices, pairs)
+        terms = [_pair_terms(gram, i, j, per_layer) for i, j in pairs]
+        ctx.pairs, ctx.per_layer, ctx.k = pairs, per_layer, k
+        ctx.terms = [t[1:] for t in terms]
+        ctx.save_for_backward(*flat)
+        return torch.stack([t[0] for t in terms]).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        flat = ctx.saved_tensors
+        k, n_layers = ctx.k, len(flat) // ctx.k
+        # coefficient of V_m in ∂R/∂V_k, per tensor (scalar or per-layer vector)
+        coef: dict[tuple[int, int], torch.Tensor] = {}
+        w = grad_out / len(ctx.pairs)
+        for (i, j), (dd, dni, dnj) in zip(ctx.pairs, ctx.terms):
+            for key, val in (((i, j), dd), ((j, i), dd), ((i, i), 2 * dni), ((j, j), 2 * dnj)):
+                coef[key] = coef.get(key, 0) + w * val
+        grads: list[torch.Tensor | None] = [None] * len(flat)
+        rows = sorted({a for a, _ in coef})
+        for L in range(n_layers):
+            for a in rows:
+                terms = [(b, c if c.ndim == 0 else c[L]) for (r, b), c in sorted(coef.items()) if r == a]
+                (b0, c0), rest = terms[0], terms[1:]
+                v = flat[L * k + b0]
+                g = torch.mul(v, c0.to(v.dtype))
+                for b, c in rest:
+                    g.addcmul_(flat[L * k + b], c.to(v.dtype))
+                grads[L * k + a] = g
+        return (None, None, None, *grads)
+
+
 def pair_cosine_squared(
     vertices: Sequence[Sequence[torch.Tensor]], i: int, j: int, per_layer: bool = False
 ) -> torch.Tensor:
     """cos²(V_i, V_j) over tensors; ``vertices[L][k]`` is vertex k of tensor L."""
-    if not vertices:
-        raise ValueError("the regulariser covers no tensor")
-    acc = torch.float64 if vertices[0][i].dtype == torch.float64 else torch.float32
-    dots, ni, nj = (
-        torch.stack([_dot(v[a], v[b]).to(acc) for v in vertices]) for a, b in ((i, j), (i, i), (j, j))
-    )
-    if per_layer:
-        return (dots.square() / (ni * nj).clamp_min(EPS)).mean()
-    return dots.sum().square() / (ni.sum() * nj.sum()).clamp_min(EPS)
+    return cosine_regularizer(vertices, [(i, j)], per_layer)
 
 
 def cosine_regularizer(
@@ -43,11 +103,17 @@ def cosine_regularizer(
     pairs: Sequence[tuple[int, int]],
     per_layer: bool = False,
 ) -> torch.Tensor:
-    """Mean of :func:`pair_cosine_squared` over ``pairs``."""
+    """Mean of cos²(V_i, V_j) over ``pairs`` (i ≠ j), differentiable in every vertex."""
+    if not vertices:
+        raise ValueError("the regulariser covers no tensor")
     if not pairs:
         raise ValueError("the regulariser needs at least one vertex pair (K ≥ 2)")
-    terms = [pair_cosine_squared(vertices, i, j, per_layer) for i, j in pairs]
-    return torch.stack(terms).mean()
+    k = len(vertices[0])
+    bad = [(i, j) for i, j in pairs if not (0 <= i < k and 0 <= j < k) or i == j]
+    if bad:
+        raise ValueError(f"vertex pairs {bad} are invalid for K={k} (need 0 ≤ i ≠ j < K)")
+    flat = [v for row in vertices for v in row]
+    return _CosineRegularizer.apply(tuple(pairs), per_layer, k, *flat)
 
 
 def is_weight(name: str, tensor: torch.Tensor) -> bool:

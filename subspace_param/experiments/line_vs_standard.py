@@ -30,7 +30,7 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 @dataclasses.dataclass
 class LineVsStandardConfig:
     dataset: str = "mnist1d"
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 128
     lr: float = 0.05
     beta: float = 1.0
@@ -103,7 +103,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, cfg: LineVsStandardConfig) -> 
     ax.set_xlabel("α")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{cfg.dataset}: line vs standard ({cfg.epochs} epochs)")
-    ax.legend(loc="lower center")
+    ax.legend(loc="best")
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 

@@ -1,0 +1,70 @@
+"""Run the benchmark suite and print markdown tables (one per group) with ratios to the baseline.
+
+    python benchmarks/run.py [-k EXPR] [--json PATH]
+
+Step benchmarks are reported as a ratio to the plain model's step; kernel benchmarks as GB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def tables(results: dict) -> str:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for b in results["benchmarks"]:
+        groups[b["group"] or b["name"]].append(b)
+    out = []
+    for group, rows in groups.items():
+        info0 = rows[0]["extra_info"]
+        out.append(f"### {group} ({info0.get('device', '?')}, torch {info0.get('torch', '?')})\n")
+        if "kind" in info0:
+            base = {(r["extra_info"]["bf16"]): r["stats"]["median"] for r in rows if r["extra_info"]["kind"] == "plain"}
+            out.append("| kind | backend | median ms | IQR ms | ratio to plain |")
+            out.append("|---|---|---|---|---|")
+            for r in rows:
+                e, s = r["extra_info"], r["stats"]
+                b = base.get(e["bf16"])
+                ratio = f"{s['median'] / b:.3f}" if b else "–"
+                out.append(f"| {e['kind']} | {e['backend']} | {s['median'] * 1e3:.1f} | {s['iqr'] * 1e3:.1f} | {ratio} |")
+        else:
+            out.append("| case | median µs | GB/s | % of copy |")
+            out.append("|---|---|---|---|")
+            for r in rows:
+                e = r["extra_info"]
+                out.append(
+                    f"| {e.get('case', r['name'])} | {r['stats']['median'] * 1e6:.1f} | "
+                    f"{e.get('gbps', float('nan')):.1f} | {e.get('pct_copy', float('nan')):.0f} |"
+                )
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-k", default=None, help="pytest -k expression to select benchmarks")
+    p.add_argument("--json", default=None, help="also keep pytest-benchmark's JSON here")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(a.json) if a.json else Path(tmp) / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", str(HERE), "-q", "--benchmark-only", f"--benchmark-json={path}",
+               "-p", "no:cacheprovider", "--rootdir", str(HERE)]
+        if a.k:
+            cmd += ["-k", a.k]
+        rc = subprocess.call(cmd, cwd=HERE)
+        if not path.exists():
+            sys.exit(rc or 1)
+        print(tables(json.loads(path.read_text())))
+        sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()
