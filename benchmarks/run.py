@@ -27,14 +27,21 @@ def tables(results: dict) -> str:
         info0 = rows[0]["extra_info"]
         out.append(f"### {group} ({info0.get('device', '?')}, torch {info0.get('torch', '?')})\n")
         if "kind" in info0:
-            base = {(r["extra_info"]["bf16"]): r["stats"]["median"] for r in rows if r["extra_info"]["kind"] == "plain"}
+            base = {
+                (r["extra_info"]["bf16"]): r["stats"]["median"]
+                for r in rows
+                if r["extra_info"]["kind"] == "plain"
+            }
             out.append("| kind | backend | median ms | IQR ms | ratio to plain |")
             out.append("|---|---|---|---|---|")
             for r in rows:
                 e, s = r["extra_info"], r["stats"]
                 b = base.get(e["bf16"])
                 ratio = f"{s['median'] / b:.3f}" if b else "–"
-                out.append(f"| {e['kind']} | {e['backend']} | {s['median'] * 1e3:.1f} | {s['iqr'] * 1e3:.1f} | {ratio} |")
+                out.append(
+                    f"| {e['kind']} | {e['backend']} | {s['median'] * 1e3:.1f} | "
+                    f"{s['iqr'] * 1e3:.1f} | {ratio} |"
+                )
         else:
             out.append("| case | median µs | GB/s | % of copy |")
             out.append("|---|---|---|---|")
@@ -55,8 +62,19 @@ def main() -> None:
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(a.json) if a.json else Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "pytest", str(HERE), "-q", "--benchmark-only", f"--benchmark-json={path}",
-               "-p", "no:cacheprovider", "--rootdir", str(HERE)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE),
+            "-q",
+            "--benchmark-only",
+            f"--benchmark-json={path}",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(HERE),
+        ]
         if a.k:
             cmd += ["-k", a.k]
         rc = subprocess.call(cmd, cwd=HERE)

@@ -33,7 +33,13 @@ def test_train_step(benchmark, model, batch, device, backend, bf16, kind):
         step()
     benchmark.group = f"step {model} b{batch} {device}{' bf16' if bf16 else ''}"
     benchmark.extra_info.update(
-        model=model, batch=batch, device=torch.cuda.get_device_name() if CUDA else "cpu", kind=kind,
-        backend=backend or "default", bf16=bf16, threads=torch.get_num_threads(), torch=torch.__version__,
+        model=model,
+        batch=batch,
+        device=torch.cuda.get_device_name() if CUDA else "cpu",
+        kind=kind,
+        backend=backend or "default",
+        bf16=bf16,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
     )
     benchmark.pedantic(step, rounds=15 if not CUDA else 30, warmup_rounds=2, iterations=1)

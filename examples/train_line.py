@@ -1,6 +1,6 @@
 """Train a line of networks on a torchvision model and evaluate it along α (embedded digits data).
 
-    python examples/train_line.py [--epochs 3] [--model resnet18]
+python examples/train_line.py [--epochs 3] [--model resnet18]
 """
 
 from __future__ import annotations

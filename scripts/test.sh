@@ -3,4 +3,5 @@
 # when there is no GPU; see tests/conftest.py). Extra args go to pytest.
 source "$(dirname "$0")/env.sh"
 ruff check subspace_param kernels tests benchmarks examples
+ruff format --check subspace_param kernels tests benchmarks examples
 exec python -m pytest -q "$@"

@@ -35,7 +35,9 @@ def line(
     >>> sub.num_vertices, len(sub.tensor_names)
     (2, 4)
     """
-    return wrap(model, Line(), filter_fn=filter_fn, init=init, layerwise=layerwise, seed=seed, backend=backend)
+    return wrap(
+        model, Line(), filter_fn=filter_fn, init=init, layerwise=layerwise, seed=seed, backend=backend
+    )
 
 
 def curve(
@@ -48,7 +50,9 @@ def curve(
     backend: str | None = None,
 ) -> Subspace:
     """Make ``model`` a quadratic Bézier curve: w(α) = (1−α)²V0 + 2α(1−α)V1 + α²V2 (V1 = control)."""
-    return wrap(model, Bezier(), filter_fn=filter_fn, init=init, layerwise=layerwise, seed=seed, backend=backend)
+    return wrap(
+        model, Bezier(), filter_fn=filter_fn, init=init, layerwise=layerwise, seed=seed, backend=backend
+    )
 
 
 def chain(
@@ -79,7 +83,13 @@ def simplex(
 ) -> Subspace:
     """Make ``model`` a simplex with ``vertices`` corners: w(t) = Σ_i t_i V_i (t barycentric)."""
     return wrap(
-        model, Simplex(vertices), filter_fn=filter_fn, init=init, layerwise=layerwise, seed=seed, backend=backend
+        model,
+        Simplex(vertices),
+        filter_fn=filter_fn,
+        init=init,
+        layerwise=layerwise,
+        seed=seed,
+        backend=backend,
     )
 
 

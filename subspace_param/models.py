@@ -21,14 +21,24 @@ def conv_net(input_shape: Sequence[int], num_classes: int, width: int = 32) -> n
         raise ValueError(f"conv_net takes (C, L) or (C, H, W) inputs, got input_shape={tuple(input_shape)}")
     c = input_shape[0]
     return nn.Sequential(
-        conv(c, width, 5, padding=2, bias=False), bn(width), nn.ReLU(),
-        conv(width, 2 * width, 3, stride=2, padding=1, bias=False), bn(2 * width), nn.ReLU(),
-        conv(2 * width, 2 * width, 3, stride=2, padding=1, bias=False), bn(2 * width), nn.ReLU(),
-        pool(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+        conv(c, width, 5, padding=2, bias=False),
+        bn(width),
+        nn.ReLU(),
+        conv(width, 2 * width, 3, stride=2, padding=1, bias=False),
+        bn(2 * width),
+        nn.ReLU(),
+        conv(2 * width, 2 * width, 3, stride=2, padding=1, bias=False),
+        bn(2 * width),
+        nn.ReLU(),
+        pool(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, num_classes),
     )
 
 
-def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (200, 200), bias: bool = True) -> nn.Sequential:
+def mlp(
+    input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (200, 200), bias: bool = True
+) -> nn.Sequential:
     """Flatten → [Linear-ReLU] per hidden width → Linear (the seeds' 784-200-200-10 style MLP)."""
     d = 1
     for s in input_shape:

@@ -36,7 +36,9 @@ def combine_torch(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor]) 
     return w
 
 
-def combine(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor], backend: str = "auto") -> torch.Tensor:
+def combine(
+    coefficients: torch.Tensor, vertices: Sequence[torch.Tensor], backend: str = "auto"
+) -> torch.Tensor:
     """Dispatch ``w = Σ_k c_k V_k`` to the chosen backend (see module docstring)."""
     if backend == "torch":
         return combine_torch(coefficients, vertices)

@@ -53,12 +53,12 @@ def _pair_terms(
 class _CosineRegularizer(torch.autograd.Function):
     """Mean over pairs of cos²; backward in closed form, one fused op per vertex gradient:
 
-        ∂r/∂V_i^L = (∂r/∂D)·V_j^L + 2(∂r/∂N_i)·V_i^L     (and symmetrically for V_j).
+    ∂r/∂V_i^L = (∂r/∂D)·V_j^L + 2(∂r/∂N_i)·V_i^L     (and symmetrically for V_j).
     """
 
     @staticmethod
     def forward(ctx, pairs, per_layer, k, *flat):  # type: ignore[override]
-        vertices = [flat[L * k:(L + 1) * k] for L in range(len(flat) // k)]
+        vertices = [flat[L * k : (L + 1) * k] for L in range(len(flat) // k)]
         gram, _ = _gram_entries(vertices, pairs)
         terms = [_pair_terms(gram, i, j, per_layer) for i, j in pairs]
         ctx.pairs, ctx.per_layer, ctx.k = pairs, per_layer, k

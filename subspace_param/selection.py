@@ -56,10 +56,14 @@ class ModelReport:
             lines.append(f"{len(self.skipped)} parameter(s) left as they are")
             lines += [f"  - {n}: {why}" for n, why in self.skipped]
         if self.norm_layers:
-            lines.append(f"{len(self.norm_layers)} norm layer(s): affine in the subspace, running stats stay buffers")
+            lines.append(
+                f"{len(self.norm_layers)} norm layer(s): affine in the subspace, running stats stay buffers"
+            )
         if self.without_reset_parameters:
-            lines.append("initialised by moment-matched normal draws (owner has no reset_parameters): "
-                         + ", ".join(self.without_reset_parameters))
+            lines.append(
+                "initialised by moment-matched normal draws (owner has no reset_parameters): "
+                + ", ".join(self.without_reset_parameters)
+            )
         lines += [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -134,7 +138,8 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
             if isinstance(module, parametrize.ParametrizationList):
                 problems.append(
                     f"parameter {qname} is the original of another parametrization; "
-                    "subspaces over already-parametrized tensors are not supported — exclude it with filter_fn"
+                    "subspaces over already-parametrized tensors are not supported — "
+                    "exclude it with filter_fn"
                 )
                 continue
             if len(owners[id(p)]) > 1:
@@ -155,7 +160,8 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
     if not selected and not any("already part of a subspace" in p for p in problems):
         problems.append(
             f"no parameter of {type(model).__name__} was selected "
-            f"({len(skipped)} skipped: {', '.join(n for n, _ in skipped[:5])}{'…' if len(skipped) > 5 else ''}); "
+            f"({len(skipped)} skipped: {', '.join(n for n, _ in skipped[:5])}"
+            f"{'…' if len(skipped) > 5 else ''}); "
             "check filter_fn"
         )
     return ModelReport(selected, skipped, problems, norm_layers, no_reset)

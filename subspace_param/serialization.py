@@ -62,7 +62,8 @@ def load(path: str | os.PathLike[str], model: nn.Module, *, strict: bool = True)
         sub = get_subspace(model)
         if sub.spec["geometry"] != spec["geometry"] or sub.tensor_names != spec["tensors"]:
             raise ArchitectureMismatchError(
-                f"{path} holds a {geometry_from_spec(spec['geometry']).describe()} over {len(spec['tensors'])} "
+                f"{path} holds a {geometry_from_spec(spec['geometry']).describe()} "
+                f"over {len(spec['tensors'])} "
                 f"tensors; the model is wrapped as a {sub.geometry.describe()} over {len(sub.tensor_names)}"
             )
     else:

@@ -60,7 +60,9 @@ class Subspace:
                         found[p.index] = TensorRef(module, mod_name, pname)
         refs = [found[i] for i in sorted(found)]
         if [r.qualified_name for r in refs] != self.tensor_names:
-            raise SubspaceError("the model's parametrizations do not match its subspace spec (was it edited?)")
+            raise SubspaceError(
+                "the model's parametrizations do not match its subspace spec (was it edited?)"
+            )
         return refs
 
     @property
@@ -119,7 +121,9 @@ class Subspace:
         rows = self._point_rows(point, extrapolate)
         coeffs = self.geometry.coefficients(rows)
         if ((coeffs.sum(-1) - 1).abs() > 1e-6).any():
-            raise SubspaceError(f"geometry {self.geometry!r} produced non-affine coefficients {coeffs.tolist()}")
+            raise SubspaceError(
+                f"geometry {self.geometry!r} produced non-affine coefficients {coeffs.tolist()}"
+            )
         with torch.no_grad():
             getattr(self.model, POINT_BUFFER).copy_(rows, non_blocking=True)
             getattr(self.model, COEFFICIENTS_BUFFER).copy_(coeffs, non_blocking=True)
@@ -169,7 +173,11 @@ class Subspace:
     # -- regulariser --------------------------------------------------------------------------
     def regularized_tensors(self, tensors: Literal["weights", "all"] = "weights") -> list[str]:
         """Names of the tensors the regulariser covers (``weights``: ≥ 2 dims; ``all``)."""
-        return [n for n, row in zip(self.tensor_names, self.vertices()) if tensors == "all" or is_weight(n, row[0])]
+        return [
+            n
+            for n, row in zip(self.tensor_names, self.vertices())
+            if tensors == "all" or is_weight(n, row[0])
+        ]
 
     def regularizer(
         self,
@@ -314,18 +322,26 @@ def wrap(
 
     first = getattr(refs[0].module, refs[0].local_name)
     buf_dtype = first.dtype if first.dtype == torch.float64 else torch.float32
-    model.register_buffer(POINT_BUFFER, torch.zeros(num_groups, geometry.point_dim, dtype=buf_dtype, device=first.device))
-    model.register_buffer(COEFFICIENTS_BUFFER, torch.zeros(num_groups, k, dtype=buf_dtype, device=first.device))
-    object.__setattr__(model, SPEC_ATTRIBUTE, {
-        "version": SPEC_VERSION,
-        "geometry": geometry.spec(),
-        "layerwise": layerwise,
-        "num_groups": num_groups,
-        "tensors": [r.qualified_name for r in refs],
-        "requires_grad": requires_grad,
-        "frozen_vertices": sorted(frozen_vertices),
-        "backend": backend,
-    })
+    model.register_buffer(
+        POINT_BUFFER, torch.zeros(num_groups, geometry.point_dim, dtype=buf_dtype, device=first.device)
+    )
+    model.register_buffer(
+        COEFFICIENTS_BUFFER, torch.zeros(num_groups, k, dtype=buf_dtype, device=first.device)
+    )
+    object.__setattr__(
+        model,
+        SPEC_ATTRIBUTE,
+        {
+            "version": SPEC_VERSION,
+            "geometry": geometry.spec(),
+            "layerwise": layerwise,
+            "num_groups": num_groups,
+            "tensors": [r.qualified_name for r in refs],
+            "requires_grad": requires_grad,
+            "frozen_vertices": sorted(frozen_vertices),
+            "backend": backend,
+        },
+    )
     # plain attribute in __dict__ (not a buffer/child): survives deepcopy, ignored by state_dict
     try:
         for i, (r, verts) in enumerate(zip(refs, vertices)):

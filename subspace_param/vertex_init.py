@@ -111,7 +111,9 @@ def matching_tensor(other: nn.Module, ref: TensorRef, what: str) -> torch.Tensor
         owner = other.get_submodule(ref.module_name) if ref.module_name else other
         t = getattr(owner, ref.local_name)
     except AttributeError:
-        raise ArchitectureMismatchError(f"{what} ({type(other).__name__}) has no tensor {ref.qualified_name!r}") from None
+        raise ArchitectureMismatchError(
+            f"{what} ({type(other).__name__}) has no tensor {ref.qualified_name!r}"
+        ) from None
     if not isinstance(t, torch.Tensor):
         raise ArchitectureMismatchError(f"{what}: {ref.qualified_name!r} is not a tensor")
     mine = tensor_of(ref)
@@ -136,7 +138,9 @@ class FromModels(VertexInit):
 
     def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
         if len(self.models) != num_vertices:
-            raise ValueError(f"FromModels needs {num_vertices} models (one per vertex), got {len(self.models)}")
+            raise ValueError(
+                f"FromModels needs {num_vertices} models (one per vertex), got {len(self.models)}"
+            )
         given = [k for k, m in enumerate(self.models) if m is not None]
         if self.models[0] is None:
             given = [0, *given]
@@ -147,7 +151,9 @@ class FromModels(VertexInit):
                 for k in given:
                     m = self.models[k]
                     if m is not None:
-                        known[k] = matching_tensor(m, r, f"model {k}").clone().to(known[0].device, known[0].dtype)
+                        known[k] = (
+                            matching_tensor(m, r, f"model {k}").clone().to(known[0].device, known[0].dtype)
+                        )
                 row = []
                 for k in range(num_vertices):
                     if k in known:

@@ -13,13 +13,22 @@ def small_mlp(dtype: torch.dtype = torch.float64) -> nn.Sequential:
 
 def small_cnn(dtype: torch.dtype = torch.float32) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, 5, 3, stride=2), nn.GroupNorm(1, 5), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(5), nn.Linear(5, 3),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, stride=2),
+        nn.GroupNorm(1, 5),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.LayerNorm(5),
+        nn.Linear(5, 3),
     ).to(dtype)
 
 
-def reference_mlp_forward(x: torch.Tensor, vertices: list[list[torch.Tensor]], coeffs: torch.Tensor) -> torch.Tensor:
+def reference_mlp_forward(
+    x: torch.Tensor, vertices: list[list[torch.Tensor]], coeffs: torch.Tensor
+) -> torch.Tensor:
     """The wrapped ``small_mlp`` by hand: W_L = Σ_k c_k V_L^k, then the functional MLP."""
     w = [sum(coeffs[k] * v[k] for k in range(len(v))) for v in vertices]
     h = torch.tanh(F.linear(x, w[0], w[1]))

@@ -27,7 +27,9 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         namespace: dict = {}
-        exec(compile(block.replace("/tmp/line.pt", str(tmp_path / "line.pt")), "README.md", "exec"), namespace)
+        exec(
+            compile(block.replace("/tmp/line.pt", str(tmp_path / "line.pt")), "README.md", "exec"), namespace
+        )
     assert (tmp_path / "line.pt").exists()
     assert type(namespace["midpoint"]).__name__ == "ResNet"
 
@@ -41,7 +43,9 @@ def test_docstring_examples(module):
 def test_main_job_smoke(tmp_path):
     from subspace_param.experiments import line_vs_standard
 
-    result = line_vs_standard.main(["--epochs", "2", "--dataset", "digits", "--out-dir", str(tmp_path), "--no-progress"])
+    result = line_vs_standard.main(
+        ["--epochs", "2", "--dataset", "digits", "--out-dir", str(tmp_path), "--no-progress"]
+    )
     rows = {r["model"]: r for r in result["results"]}
     assert {"line α=0.5", "line endpoint ensemble (α=0 + α=1)", "standard"} <= set(rows)
     assert all(0.0 <= r["acc"] <= 1.0 for r in rows.values())
@@ -54,7 +58,17 @@ def test_main_job_smoke(tmp_path):
 
 def test_example_train_line_runs():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "train_line.py"), "--epochs", "1", "--model", "squeezenet1_1"],
-        capture_output=True, text=True, timeout=600, check=True,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "train_line.py"),
+            "--epochs",
+            "1",
+            "--model",
+            "squeezenet1_1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     assert out.stdout.count("test accuracy") == 3

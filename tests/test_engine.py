@@ -89,7 +89,9 @@ def test_at_restores_the_point_and_set_point_validates():
     with pytest.raises(sp.PointError, match="outside"):
         sub.set_point(1.5)
     sub.set_point(1.5, extrapolate=True)
-    torch.testing.assert_close(model[0].weight, -0.5 * sub.vertex(0)["0.weight"] + 1.5 * sub.vertex(1)["0.weight"])
+    torch.testing.assert_close(
+        model[0].weight, -0.5 * sub.vertex(0)["0.weight"] + 1.5 * sub.vertex(1)["0.weight"]
+    )
 
 
 def test_layerwise_draws_one_point_per_module():
@@ -118,7 +120,7 @@ def test_iter_samples_splits_the_batch_with_a_point_each():
     sub = sp.line(model, seed=0)
     x, y = torch.randn(10, 7, dtype=torch.float64), torch.arange(10)
     seen, points = [], []
-    for xc, yc in sub.iter_samples(x, y, num_samples=3):
+    for _xc, yc in sub.iter_samples(x, y, num_samples=3):
         seen.append(yc)
         points.append(float(sub.point))
     assert torch.equal(torch.cat(seen), y)
@@ -163,7 +165,16 @@ def test_independent_init_uses_the_module_initialiser():
     bound = 1 / 200**0.5  # nn.Linear's kaiming_uniform(a=√5) bound
     v1 = sub.vertex(1)["0.weight"]
     assert v1.abs().max() <= bound and v1.abs().max() > 0.95 * bound
-    assert abs(float(torch.corrcoef(torch.stack([v1.detach().flatten(), sub.vertex(0)["0.weight"].detach().flatten()]))[0, 1])) < 0.02
+    assert (
+        abs(
+            float(
+                torch.corrcoef(
+                    torch.stack([v1.detach().flatten(), sub.vertex(0)["0.weight"].detach().flatten()])
+                )[0, 1]
+            )
+        )
+        < 0.02
+    )
 
 
 def test_from_models_takes_vertices_and_fills_the_chord():

@@ -122,8 +122,13 @@ def test_regularizer_value_and_coverage():
         from subspace_param.regularizer import cosine_regularizer
 
         torch.testing.assert_close(cosine_regularizer(rows, [(i, j)]), expected)
-    all_pairs = sum(_reference_cos2([r[i] for r in rows], [r[j] for r in rows])
-                    for i, j in itertools.combinations(range(3), 2)) / 3
+    all_pairs = (
+        sum(
+            _reference_cos2([r[i] for r in rows], [r[j] for r in rows])
+            for i, j in itertools.combinations(range(3), 2)
+        )
+        / 3
+    )
     torch.testing.assert_close(sub.regularizer(2.0, pairs="all"), 2.0 * all_pairs)
     per_layer = sum(_reference_cos2([r[0]], [r[1]]) for r in rows) / 3
     from subspace_param.regularizer import cosine_regularizer
@@ -140,11 +145,13 @@ def test_regularizer_gradcheck():
     flat = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes for _ in range(3)]
 
     def f(*ts):
-        rows = [list(ts[3 * L: 3 * L + 3]) for L in range(len(shapes))]
-        return torch.stack([
-            cosine_regularizer(rows, [(0, 2)]),
-            cosine_regularizer(rows, [(0, 1), (1, 2)], per_layer=True),
-        ])
+        rows = [list(ts[3 * L : 3 * L + 3]) for L in range(len(shapes))]
+        return torch.stack(
+            [
+                cosine_regularizer(rows, [(0, 2)]),
+                cosine_regularizer(rows, [(0, 1), (1, 2)], per_layer=True),
+            ]
+        )
 
     assert torch.autograd.gradcheck(f, tuple(flat))
 
@@ -239,7 +246,7 @@ def test_clear_errors():
         sp.simplex(small_mlp(), 3).set_point([0.5, 0.5])
     with pytest.raises(ValueError, match="SUBSPACE_PARAM_BACKEND"):
         sp.line(small_mlp(), backend="cuda")
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         sp.line("resnet")
 
 

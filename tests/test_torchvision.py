@@ -13,7 +13,9 @@ import subspace_param as sp
 ARCHITECTURES = {
     "resnet18": lambda: torchvision.models.resnet18(num_classes=10),  # BatchNorm
     "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),  # depthwise, SE
-    "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(num_classes=10),  # depthwise, stochastic depth
+    "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(
+        num_classes=10
+    ),  # depthwise, stochastic depth
     "shufflenet_v2_x0_5": lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10),
     "squeezenet1_1": lambda: torchvision.models.squeezenet1_1(num_classes=10),
     "regnet_y_400mf": lambda: torchvision.models.regnet_y_400mf(num_classes=10),

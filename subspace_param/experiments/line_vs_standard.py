@@ -66,7 +66,9 @@ def run(cfg: LineVsStandardConfig) -> dict[str, Any]:
         with line.at(a):
             logits_at[a], labels = predict(model, test_loader)
         rows.append({"model": f"line α={a:g}", **metrics(logits_at[a], labels)})
-    rows.append({"model": "line endpoint ensemble (α=0 + α=1)", **metrics(logits_at[0.0] + logits_at[1.0], labels)})
+    rows.append(
+        {"model": "line endpoint ensemble (α=0 + α=1)", **metrics(logits_at[0.0] + logits_at[1.0], labels)}
+    )
     reestimate_bn(standard, bn_loader)
     std_logits, _ = predict(standard, test_loader)
     rows.append({"model": "standard", **metrics(std_logits, labels)})
@@ -123,8 +125,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     a = p.parse_args(argv)
     cfg = LineVsStandardConfig(
-        dataset=a.dataset, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, beta=a.beta, width=a.width,
-        seed=a.seed, threads=a.threads, out_dir=a.out_dir, progress=not a.no_progress,
+        dataset=a.dataset,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        beta=a.beta,
+        width=a.width,
+        seed=a.seed,
+        threads=a.threads,
+        out_dir=a.out_dir,
+        progress=not a.no_progress,
     )
     result = run(cfg)
     print(f"\nLine vs standard on {cfg.dataset}, {cfg.epochs} epochs, {result['seconds']:.0f} s\n")

@@ -98,7 +98,12 @@ class Geometry(abc.ABC):
 
     # -- validation ----------------------------------------------------------------------
     def as_point(
-        self, point: Any, *, extrapolate: bool = False, what: str = "point", dtype: torch.dtype = torch.float64
+        self,
+        point: Any,
+        *,
+        extrapolate: bool = False,
+        what: str = "point",
+        dtype: torch.dtype = torch.float64,
     ) -> torch.Tensor:
         """Convert ``point`` (float, sequence or tensor) to a ``(..., P)`` tensor and validate it."""
         t = torch.as_tensor(point, dtype=dtype).detach().cpu()
@@ -150,5 +155,3 @@ class ScalarPathGeometry(Geometry):
 
     def center(self) -> torch.Tensor:
         return torch.tensor([0.5], dtype=torch.float64)
-
-

@@ -27,5 +27,7 @@ class Bezier(ScalarPathGeometry):
             return torch.tensor([0.0], dtype=torch.float64)
         if k == 2:
             return torch.tensor([1.0], dtype=torch.float64)
-        raise ValueError(f"vertex {k} of a Bézier curve is {'the control point' if k == 1 else 'not a vertex'}"
-                         " and is not on the curve")
+        raise ValueError(
+            f"vertex {k} of a Bézier curve is {'the control point' if k == 1 else 'not a vertex'}"
+            " and is not on the curve"
+        )

@@ -41,7 +41,9 @@ class Chain(ScalarPathGeometry):
 
     def vertex_point(self, k: int) -> torch.Tensor:
         if not 0 <= k < self.num_vertices:
-            raise ValueError(f"a chain with {self.bends} bend(s) has vertices 0..{self.num_vertices - 1}, not {k}")
+            raise ValueError(
+                f"a chain with {self.bends} bend(s) has vertices 0..{self.num_vertices - 1}, not {k}"
+            )
         return torch.tensor([k / (self.bends + 1)], dtype=torch.float64)
 
     def describe(self) -> str:

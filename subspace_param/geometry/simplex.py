@@ -56,7 +56,9 @@ class Simplex(Geometry):
 
     def vertex_point(self, k: int) -> torch.Tensor:
         if not 0 <= k < self.vertices:
-            raise ValueError(f"a simplex with {self.vertices} vertices has corners 0..{self.vertices - 1}, not {k}")
+            raise ValueError(
+                f"a simplex with {self.vertices} vertices has corners 0..{self.vertices - 1}, not {k}"
+            )
         p = torch.zeros(self.vertices, dtype=torch.float64)
         p[k] = 1.0
         return p
