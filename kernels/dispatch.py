@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 
 import torch
@@ -10,14 +11,16 @@ import torch
 
 @functools.cache
 def triton_available() -> bool:
+    """Triton importable and able to run here (a CUDA device, or the CPU interpreter)."""
     try:
         import triton  # noqa: F401
     except Exception:
         return False
-    return True
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def combine(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor]) -> torch.Tensor:
-    from .combine import combine_op
+def gram(vertices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """G[a, b] = ⟨V_a, V_b⟩ in one pass over the vertices (differentiable)."""
+    from .combine import gram_op
 
-    return combine_op(coefficients, list(vertices))
+    return gram_op(list(vertices))

@@ -36,15 +36,23 @@ def combine_torch(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor]) 
     return w
 
 
-def combine(
-    coefficients: torch.Tensor, vertices: Sequence[torch.Tensor], backend: str = "auto"
-) -> torch.Tensor:
-    """Dispatch ``w = Σ_k c_k V_k`` to the chosen backend (see module docstring)."""
-    if backend == "torch":
-        return combine_torch(coefficients, vertices)
-    if backend == "triton" or (backend == "auto" and vertices[0].is_cuda):
-        from .kernels import dispatch
+def triton_usable() -> bool:
+    """Triton importable and runnable here (CUDA, or the CPU interpreter). Checked at wrap time."""
+    from .kernels.dispatch import triton_available
 
-        if backend == "triton" or dispatch.triton_available():
-            return dispatch.combine(coefficients, vertices)
+    return triton_available()
+
+
+def combine(
+    coefficients: torch.Tensor,
+    vertices: Sequence[torch.Tensor],
+    backend: str = "auto",
+    triton_ok: bool = False,
+) -> torch.Tensor:
+    """``w = Σ_k c_k V_k``: Triton when ``backend="triton"``, or ``"auto"`` with CUDA tensors and
+    ``triton_ok`` (resolved once at wrap time, so nothing is looked up inside a compiled graph)."""
+    if backend == "triton" or (backend == "auto" and triton_ok and vertices[0].is_cuda):
+        from .kernels.combine import combine_op
+
+        return combine_op(coefficients, list(vertices))
     return combine_torch(coefficients, vertices)

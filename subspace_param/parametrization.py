@@ -32,6 +32,7 @@ class SubspaceParametrization(nn.Module):
         initial_vertices: the K vertex tensors handed to parametrize at registration.
         requires_grad: per-vertex ``requires_grad`` flags (frozen vertices for fitted curves).
         backend: ``auto`` | ``torch`` | ``triton`` (see :mod:`subspace_param.ops`).
+        triton_ok: whether Triton can run here (``auto`` uses it for CUDA tensors only then).
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class SubspaceParametrization(nn.Module):
         group: int,
         initial_vertices: Sequence[torch.Tensor],
         backend: str = "auto",
+        triton_ok: bool = False,
     ) -> None:
         super().__init__()
         object.__setattr__(self, "_root", root)
@@ -48,11 +50,12 @@ class SubspaceParametrization(nn.Module):
         self.group = group
         self.num_vertices = len(initial_vertices)
         self.backend = backend
+        self.triton_ok = triton_ok
         self._pending: list[torch.Tensor] | None = list(initial_vertices)
 
     def forward(self, *vertices: torch.Tensor) -> torch.Tensor:
         coefficients = getattr(self._root, COEFFICIENTS_BUFFER)[self.group]
-        return combine(coefficients, vertices, self.backend)
+        return combine(coefficients, vertices, self.backend, self.triton_ok)
 
     def right_inverse(self, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """At registration: the prepared vertices. Afterwards (``module.weight = X``): every vertex := X."""

@@ -102,8 +102,11 @@ def cosine_regularizer(
     vertices: Sequence[Sequence[torch.Tensor]],
     pairs: Sequence[tuple[int, int]],
     per_layer: bool = False,
+    use_triton: bool = False,
 ) -> torch.Tensor:
-    """Mean of cos²(V_i, V_j) over ``pairs`` (i ≠ j), differentiable in every vertex."""
+    """Mean of cos²(V_i, V_j) over ``pairs`` (i ≠ j), differentiable in every vertex.
+
+    ``use_triton``: compute it from one fused Gram pass per tensor (Triton kernels)."""
     if not vertices:
         raise ValueError("the regulariser covers no tensor")
     if not pairs:
@@ -112,8 +115,28 @@ def cosine_regularizer(
     bad = [(i, j) for i, j in pairs if not (0 <= i < k and 0 <= j < k) or i == j]
     if bad:
         raise ValueError(f"vertex pairs {bad} are invalid for K={k} (need 0 ≤ i ≠ j < K)")
+    if use_triton:
+        return _cosine_from_grams(vertices, pairs, per_layer)
     flat = [v for row in vertices for v in row]
     return _CosineRegularizer.apply(tuple(pairs), per_layer, k, *flat)
+
+
+def _cosine_from_grams(
+    vertices: Sequence[Sequence[torch.Tensor]], pairs: Sequence[tuple[int, int]], per_layer: bool
+) -> torch.Tensor:
+    """The same value from per-tensor Gram matrices computed by one Triton pass over each tensor's
+    vertices; autograd runs through the kernel's fused backward (one pass writing all K gradients)."""
+    from .kernels.dispatch import gram
+
+    grams = torch.stack([gram(list(row)) for row in vertices])  # (|L|, K, K)
+    terms = []
+    for i, j in pairs:
+        d, ni, nj = grams[:, i, j], grams[:, i, i], grams[:, j, j]
+        if per_layer:
+            terms.append((d.square() / (ni * nj).clamp_min(EPS)).mean())
+        else:
+            terms.append(d.sum().square() / (ni.sum() * nj.sum()).clamp_min(EPS))
+    return torch.stack(terms).mean()
 
 
 def is_weight(name: str, tensor: torch.Tensor) -> bool:

@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 from .batchnorm import reestimate_bn
 from .errors import PointError, SubspaceError
 from .geometry import Geometry, geometry_from_spec
-from .ops import resolve_backend
+from .ops import resolve_backend, triton_usable
 from .parametrization import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE, SubspaceParametrization
 from .regularizer import cosine_regularizer, is_weight
 from .selection import FilterFn, TensorRef, select_by_names, select_tensors
@@ -203,7 +203,9 @@ class Subspace:
             chosen = [(i, j) for i in range(k) for j in range(i + 1, k)]
         else:
             raise ValueError(f"pairs must be 'random' or 'all', got {pairs!r}")
-        return beta * cosine_regularizer(covered, chosen, per_layer=per_layer)
+        backend = getattr(self.model, SPEC_ATTRIBUTE)["backend"]
+        use_triton = backend == "triton" or (backend == "auto" and covered[0][0].is_cuda and triton_usable())
+        return beta * cosine_regularizer(covered, chosen, per_layer=per_layer, use_triton=use_triton)
 
     # -- evaluation helpers -----------------------------------------------------------------
     def update_bn(
@@ -303,6 +305,12 @@ def wrap(
             "wrap a fresh model, or export() a point of this one first"
         )
     backend = resolve_backend(backend)
+    triton_ok = backend != "torch" and triton_usable()
+    if backend == "triton" and not triton_ok:
+        raise SubspaceError(
+            "backend='triton' needs triton and a CUDA device (or TRITON_INTERPRET=1 set before triton is "
+            "imported, to run the kernels on CPU); use backend='torch' or SUBSPACE_PARAM_BACKEND=torch"
+        )
     k = geometry.num_vertices
     bad = [v for v in frozen_vertices if not 0 <= v < k]
     if bad:
@@ -346,7 +354,7 @@ def wrap(
     try:
         for i, (r, verts) in enumerate(zip(refs, vertices)):
             group = group_of[id(r.module)] if layerwise else 0
-            p = SubspaceParametrization(model, i, group, verts, backend)
+            p = SubspaceParametrization(model, i, group, verts, backend, triton_ok)
             parametrize.register_parametrization(r.module, r.local_name, p)
             plist = getattr(r.module.parametrizations, r.local_name)
             for v in frozen_vertices:
