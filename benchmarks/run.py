@@ -48,7 +48,7 @@ def tables(results: dict) -> str:
             for r in rows:
                 e = r["extra_info"]
                 out.append(
-                    f"| {e.get('case', r['name'])} | {r['stats']['median'] * 1e6:.1f} | "
+                    f"| {e.get('case', r['name'])} | {e.get('seconds', r['stats']['median']) * 1e6:.1f} | "
                     f"{e.get('gbps', float('nan')):.1f} | {e.get('pct_copy', float('nan')):.0f} |"
                 )
         out.append("")
