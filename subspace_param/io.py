@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import tempfile
@@ -36,23 +35,6 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
-    if not rows:
-        raise ValueError(f"no rows to write to {path}")
-    fields = list(rows[0])
-
-    def write(f: IO[bytes]) -> None:
-        import io as _io
-
-        buf = _io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-        f.write(buf.getvalue().encode())
-
-    return atomic_write(path, write)
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:

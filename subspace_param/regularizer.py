@@ -25,11 +25,11 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _gram_entries(
     vertices: Sequence[Sequence[torch.Tensor]], pairs: Sequence[tuple[int, int]]
-) -> tuple[dict[tuple[int, int], torch.Tensor], torch.dtype]:
+) -> dict[tuple[int, int], torch.Tensor]:
     """Per-tensor dot products ⟨V_a^L, V_b^L⟩ for every entry the pairs need, each of shape (|L|,)."""
     acc = torch.float64 if vertices[0][0].dtype == torch.float64 else torch.float32
     needed = sorted({e for i, j in pairs for e in ((i, j), (i, i), (j, j))})
-    return {(a, b): torch.stack([_dot(v[a], v[b]).to(acc) for v in vertices]) for a, b in needed}, acc
+    return {(a, b): torch.stack([_dot(v[a], v[b]).to(acc) for v in vertices]) for a, b in needed}
 
 
 def _pair_terms(
@@ -59,7 +59,7 @@ class _CosineRegularizer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pairs, per_layer, k, *flat):  # type: ignore[override]
         vertices = [flat[L * k : (L + 1) * k] for L in range(len(flat) // k)]
-        gram, _ = _gram_entries(vertices, pairs)
+        gram = _gram_entries(vertices, pairs)
         terms = [_pair_terms(gram, i, j, per_layer) for i, j in pairs]
         ctx.pairs, ctx.per_layer, ctx.k = pairs, per_layer, k
         ctx.terms = [t[1:] for t in terms]
@@ -89,13 +89,6 @@ class _CosineRegularizer(torch.autograd.Function):
                     g.addcmul_(flat[L * k + b], c.to(v.dtype))
                 grads[L * k + a] = g
         return (None, None, None, *grads)
-
-
-def pair_cosine_squared(
-    vertices: Sequence[Sequence[torch.Tensor]], i: int, j: int, per_layer: bool = False
-) -> torch.Tensor:
-    """cos²(V_i, V_j) over tensors; ``vertices[L][k]`` is vertex k of tensor L."""
-    return cosine_regularizer(vertices, [(i, j)], per_layer)
 
 
 def cosine_regularizer(
