@@ -15,6 +15,14 @@ from .api import chain, curve, line, simplex
 from .batchnorm import reestimate_bn
 from .errors import ArchitectureMismatchError, PointError, SubspaceError
 from .geometry import Bezier, Chain, Geometry, Line, Simplex, register_geometry
+from .projection import (
+    ProjectedSubspace,
+    Projector,
+    get_projection,
+    is_projected,
+    projection,
+    register_projector,
+)
 from .selection import ModelReport, check_model
 from .serialization import load, save
 from .subspace import Subspace, get_subspace, is_wrapped, wrap
@@ -34,6 +42,8 @@ __all__ = [
     "ModelReport",
     "Perturb",
     "PointError",
+    "ProjectedSubspace",
+    "Projector",
     "Simplex",
     "Subspace",
     "SubspaceError",
@@ -41,12 +51,16 @@ __all__ = [
     "chain",
     "check_model",
     "curve",
+    "get_projection",
     "get_subspace",
+    "is_projected",
     "is_wrapped",
     "line",
     "load",
+    "projection",
     "reestimate_bn",
     "register_geometry",
+    "register_projector",
     "save",
     "simplex",
     "wrap",

@@ -35,6 +35,8 @@ class SubspaceParametrization(nn.Module):
         triton_ok: whether Triton can run here (``auto`` uses it for CUDA tensors only then).
     """
 
+    is_subspace_parametrization = True
+
     def __init__(
         self,
         root: nn.Module,

@@ -74,12 +74,13 @@ def default_filter(module: nn.Module, name: str) -> bool:
 
 
 def _is_ours(module: nn.Module) -> bool:
-    from .parametrization import SubspaceParametrization  # local: selection is imported by parametrization
-
+    """A module carrying one of this library's parametrizations (they set ``is_subspace_parametrization``)."""
     if not parametrize.is_parametrized(module):
         return False
     return any(
-        isinstance(p, SubspaceParametrization) for plist in module.parametrizations.values() for p in plist
+        getattr(p, "is_subspace_parametrization", False)
+        for plist in module.parametrizations.values()
+        for p in plist
     )
 
 

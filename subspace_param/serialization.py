@@ -16,17 +16,25 @@ from torch import nn
 from .errors import ArchitectureMismatchError, SubspaceError
 from .geometry import geometry_from_spec
 from .io import atomic_write
+from .projection import ProjectedSubspace, get_projection, is_projected, projection
 from .subspace import Subspace, get_subspace, is_wrapped, wrap
 from .vertex_init import Copy
 
 FORMAT = "subspace-param"
 
 
-def save(subspace: Subspace, path: str | os.PathLike[str]) -> Path:
-    """Write ``subspace`` (geometry, covered tensors, vertices, point, buffers) to ``path``."""
-    if not isinstance(subspace, Subspace):
-        raise TypeError(f"save() takes a Subspace handle, got {type(subspace).__name__}")
-    shapes = {n: list(row[0].shape) for n, row in zip(subspace.tensor_names, subspace.vertices())}
+def save(subspace: Subspace | ProjectedSubspace, path: str | os.PathLike[str]) -> Path:
+    """Write ``subspace`` to ``path``: for a geometric subspace the geometry, covered tensors,
+    vertices, point and buffers; for a projection θ0, ω, the scales and the seed (never P)."""
+    if isinstance(subspace, ProjectedSubspace):
+        shapes = {
+            n: list(getattr(r.module, r.local_name).shape)
+            for n, r in zip(subspace.tensor_names, subspace.refs)
+        }
+    elif isinstance(subspace, Subspace):
+        shapes = {n: list(row[0].shape) for n, row in zip(subspace.tensor_names, subspace.vertices())}
+    else:
+        raise TypeError(f"save() takes a Subspace or ProjectedSubspace handle, got {type(subspace).__name__}")
     payload = {
         "format": FORMAT,
         "spec": subspace.spec,
@@ -50,14 +58,69 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
-def load(path: str | os.PathLike[str], model: nn.Module, *, strict: bool = True) -> Subspace:
+def _check_shapes(path: str | os.PathLike[str], payload: dict[str, Any], model: nn.Module) -> None:
+    params = dict(model.named_parameters())
+    for name, shape in payload["shapes"].items():
+        if name not in params:
+            raise ArchitectureMismatchError(
+                f"{path} was saved from a {payload.get('model_class')} with tensor {name!r}, "
+                f"which {type(model).__name__} does not have"
+            )
+        if list(params[name].shape) != list(shape):
+            raise ArchitectureMismatchError(
+                f"tensor {name!r} has shape {tuple(shape)} in {path} but "
+                f"{tuple(params[name].shape)} in {type(model).__name__}"
+            )
+
+
+def _load_projection(
+    path: str | os.PathLike[str], payload: dict[str, Any], model: nn.Module
+) -> ProjectedSubspace:
+    spec = payload["spec"]
+    if is_projected(model):
+        sub = get_projection(model)
+        if sub.spec != spec:
+            raise ArchitectureMismatchError(
+                f"{path} holds a different projection than the one {type(model).__name__} has"
+            )
+        return sub
+    _check_shapes(path, payload, model)
+    state = payload["state_dict"]
+    params = dict(model.named_parameters())
+    with torch.no_grad():  # θ0 first: the orthonormal projector is built from it
+        for name in spec["tensors"]:
+            module_name, _, local = name.rpartition(".")
+            key = (
+                f"{module_name}.parametrizations.{local}.original"
+                if module_name
+                else f"parametrizations.{local}.original"
+            )
+            params[name].copy_(state[key])
+    return projection(
+        model,
+        spec["dim"],
+        method=spec["method"],
+        seed=spec["seed"],
+        per_tensor_scale=spec["per_tensor_scale"],
+        tensor_names=spec["tensors"],
+        **spec["options"],
+    )
+
+
+def load(
+    path: str | os.PathLike[str], model: nn.Module, *, strict: bool = True
+) -> Subspace | ProjectedSubspace:
     """Load a file written by :func:`save` into ``model`` and return its handle.
 
     ``model`` is a freshly built model of the same architecture, unwrapped (it is wrapped here,
-    with the saved geometry and tensors) or already wrapped the same way.
+    with the saved geometry or projection and tensors) or already wrapped the same way.
     """
     payload = _read(path)
     spec = payload["spec"]
+    if spec.get("kind") == "projection":
+        sub_p = _load_projection(path, payload, model)
+        model.load_state_dict(payload["state_dict"], strict=strict)
+        return sub_p
     if is_wrapped(model):
         sub = get_subspace(model)
         if sub.spec["geometry"] != spec["geometry"] or sub.tensor_names != spec["tensors"]:
@@ -67,18 +130,7 @@ def load(path: str | os.PathLike[str], model: nn.Module, *, strict: bool = True)
                 f"tensors; the model is wrapped as a {sub.geometry.describe()} over {len(sub.tensor_names)}"
             )
     else:
-        params = dict(model.named_parameters())
-        for name, shape in payload["shapes"].items():
-            if name not in params:
-                raise ArchitectureMismatchError(
-                    f"{path} was saved from a {payload.get('model_class')} with tensor {name!r}, "
-                    f"which {type(model).__name__} does not have"
-                )
-            if list(params[name].shape) != list(shape):
-                raise ArchitectureMismatchError(
-                    f"tensor {name!r} has shape {tuple(shape)} in {path} but "
-                    f"{tuple(params[name].shape)} in {type(model).__name__}"
-                )
+        _check_shapes(path, payload, model)
         sub = wrap(
             model,
             geometry_from_spec(spec["geometry"]),

@@ -260,6 +260,7 @@ def _strip(model: nn.Module) -> None:
 
 
 def is_wrapped(model: nn.Module) -> bool:
+    """True for a model wrapped by :func:`wrap` (a line, curve, chain, simplex, …)."""
     return getattr(model, SPEC_ATTRIBUTE, None) is not None
 
 
