@@ -32,15 +32,17 @@ def tables(results: dict) -> str:
                 for r in rows
                 if r["extra_info"]["kind"] == "plain"
             }
-            out.append("| kind | backend | median ms | IQR ms | ratio to plain |")
-            out.append("|---|---|---|---|---|")
+            out.append("| kind | backend | median ms | IQR ms | ratio to plain | P bytes | CUDA peak MiB |")
+            out.append("|---|---|---|---|---|---|---|")
             for r in rows:
                 e, s = r["extra_info"], r["stats"]
                 b = base.get(e["bf16"])
                 ratio = f"{s['median'] / b:.3f}" if b else "–"
+                peak = e.get("peak_cuda_bytes")
+                peak_mib = f"{peak / 2**20:.0f}" if peak else "–"
                 out.append(
                     f"| {e['kind']} | {e['backend']} | {s['median'] * 1e3:.1f} | "
-                    f"{s['iqr'] * 1e3:.1f} | {ratio} |"
+                    f"{s['iqr'] * 1e3:.1f} | {ratio} | {e.get('p_bytes', '–')} | {peak_mib} |"
                 )
         else:
             out.append("| case | median µs | GB/s | % of copy |")

@@ -9,11 +9,14 @@ import torch.nn.functional as F
 import torchvision
 
 import subspace_param as sp
+from subspace_param.models import conv_net
 
-MODELS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
-    "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), 32),
-    "resnet50": (lambda: torchvision.models.resnet50(num_classes=1000), 224),
-    "vit_b_16": (lambda: torchvision.models.vit_b_16(num_classes=1000), 224),
+#: name → (factory, input shape without the batch dim, number of classes)
+MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...], int]] = {
+    "cnn1d": (lambda: conv_net((1, 40), 10), (1, 40), 10),
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (3, 32, 32), 10),
+    "resnet50": (lambda: torchvision.models.resnet50(num_classes=1000), (3, 224, 224), 1000),
+    "vit_b_16": (lambda: torchvision.models.vit_b_16(num_classes=1000), (3, 224, 224), 1000),
 }
 
 KINDS: dict[str, Callable[..., sp.Subspace] | None] = {
@@ -33,14 +36,21 @@ def make_step(
     autocast_bf16: bool = False,
     beta: float = 1.0,
 ) -> Callable[[], None]:
+    """``kind``: ``plain``, ``line``, ``curve``, ``simplex3`` or ``proj-<method>-<d>`` (a random
+    projection subspace of dimension d, e.g. ``proj-generated-1000``)."""
     torch.manual_seed(0)
-    factory, size = MODELS[model_name]
+    factory, shape, n_classes = MODELS[model_name]
     model = factory().to(device)
-    wrap = KINDS[kind]
-    sub = wrap(model, seed=0, backend=backend) if wrap is not None else None
+    sub = None
+    proj = None
+    if kind.startswith("proj-"):
+        _, method, dim = kind.split("-")
+        extra = {"backend": backend} if method == "generated" and backend else {}
+        proj = sp.projection(model, int(dim), method=method, seed=0, **extra)
+    elif KINDS[kind] is not None:
+        sub = KINDS[kind](model, seed=0, backend=backend)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    n_classes = 10 if model_name == "resnet18" else 1000
-    x = torch.randn(batch, 3, size, size, device=device)
+    x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, n_classes, (batch,), device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -56,4 +66,14 @@ def make_step(
         opt.step()
         sync()
 
+    step.projection = proj  # type: ignore[attr-defined]
     return step
+
+
+def projector_bytes(proj: sp.ProjectedSubspace | None) -> int:
+    """Bytes the projector keeps: its buffers, plus row blocks cached by ``generated`` on CPU."""
+    if proj is None:
+        return 0
+    p = proj.projector
+    cached = getattr(p, "_blocks", {})
+    return sum(t.numel() * t.element_size() for t in [*p.buffers(), *cached.values()])

@@ -13,9 +13,10 @@ True
 
 from .api import chain, curve, line, simplex
 from .batchnorm import reestimate_bn
+from .connectivity import connect
 from .errors import ArchitectureMismatchError, PointError, SubspaceError
 from .geometry import Bezier, Chain, Geometry, Line, Simplex, register_geometry
-from .projection import (
+from .projections import (
     ProjectedSubspace,
     Projector,
     get_projection,
@@ -49,6 +50,7 @@ __all__ = [
     "SubspaceError",
     "VertexInit",
     "chain",
+    "connect",
     "check_model",
     "curve",
     "get_projection",

@@ -37,15 +37,20 @@ def conv_net(input_shape: Sequence[int], num_classes: int, width: int = 32) -> n
 
 
 def mlp(
-    input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (200, 200), bias: bool = True
+    input_shape: Sequence[int],
+    num_classes: int,
+    hidden: Sequence[int] = (200, 200),
+    bias: bool = True,
+    activation: type[nn.Module] = nn.ReLU,
 ) -> nn.Sequential:
-    """Flatten → [Linear-ReLU] per hidden width → Linear (the seeds' 784-200-200-10 style MLP)."""
+    """Flatten → [Linear-activation] per hidden width → Linear (the seeds' 784-200-200-10 style MLP;
+    ``bias=False`` gives the bias-free deep MLPs of the connectivity seed)."""
     d = 1
     for s in input_shape:
         d *= s
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
-        layers += [nn.Linear(d, h, bias=bias), nn.ReLU()]
+        layers += [nn.Linear(d, h, bias=bias), activation()]
         d = h
     layers.append(nn.Linear(d, num_classes, bias=bias))
     return nn.Sequential(*layers)

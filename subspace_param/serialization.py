@@ -16,7 +16,7 @@ from torch import nn
 from .errors import ArchitectureMismatchError, SubspaceError
 from .geometry import geometry_from_spec
 from .io import atomic_write
-from .projection import ProjectedSubspace, get_projection, is_projected, projection
+from .projections import ProjectedSubspace, get_projection, is_projected, projection
 from .subspace import Subspace, get_subspace, is_wrapped, wrap
 from .vertex_init import Copy
 

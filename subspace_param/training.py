@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,14 +24,25 @@ from .subspace import Subspace
 
 @dataclasses.dataclass
 class TrainConfig:
-    """SGD with momentum, a linear warm-up then cosine decay stepped per iteration."""
+    """The training recipe: optimizer, learning-rate schedule (stepped per iteration) and the
+    subspace terms (β of the cos² regulariser, points drawn per batch).
+
+    Defaults: SGD with momentum 0.9, a linear warm-up then cosine decay. ``optimizer="adam"``
+    uses Adam with ``betas`` (the intrinsic-dimension recipe: lr 3e-3, betas (0.9, 0.99),
+    ``schedule="constant"``). ``point_weight_decay`` adds ½·wd·‖w(point)‖² of the covered tensors
+    at the sampled point (Garipov et al.'s curve objective; use with ``weight_decay=0``).
+    """
 
     epochs: int = 30
     lr: float = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = 1.0
     beta: float = 1.0
+    point_weight_decay: float = 0.0
     num_samples: int = 1
     progress: bool = True
     desc: str = "train"
@@ -39,13 +50,23 @@ class TrainConfig:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """lr = base·(s+1)/warmup during warm-up, then base·½(1 + cos(π·progress))."""
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str = "cosine") -> float:
+    """lr = base·(s+1)/warmup during warm-up, then base·½(1 + cos(π·progress)) (or base, constant)."""
     if step < warmup:
         return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    if schedule != "cosine":
+        raise ValueError(f"TrainConfig.schedule must be 'cosine' or 'constant', got {schedule!r}")
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -56,9 +77,12 @@ def train(
     cfg: TrainConfig,
     subspace: Subspace | None = None,
     device: torch.device | str = "cpu",
+    eval_loader: DataLoader | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` (a plain model, or a wrapped one when ``subspace`` is given) and return
-    per-epoch metrics (``epoch``, ``loss``, ``train_acc``, ``lr``)."""
+    """Train ``model`` (a plain model, or a wrapped one when ``subspace`` is given: a point is
+    drawn per chunk of each batch) and return per-epoch metrics (``epoch``, ``step``, ``loss``,
+    ``train_acc``, ``lr``, and ``test_loss``/``test_acc`` on ``eval_loader`` when given, at the
+    current point)."""
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
@@ -71,7 +95,7 @@ def train(
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            lr = lr_at(step, total, warmup, cfg.lr)
+            lr = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
@@ -84,6 +108,9 @@ def train(
             for xc, yc in chunks:
                 logits = model(xc)
                 loss = F.cross_entropy(logits, yc) / n_chunks
+                if subspace is not None and cfg.point_weight_decay > 0:
+                    sq = sum(getattr(r.module, r.local_name).square().sum() for r in subspace.refs)
+                    loss = loss + 0.5 * cfg.point_weight_decay * sq / n_chunks
                 loss.backward()
                 loss_sum += loss.item() * x.shape[0]
                 correct += int((logits.argmax(1) == yc).sum())
@@ -92,7 +119,16 @@ def train(
             opt.step()
             seen += x.shape[0]
             step += 1
-        row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "lr": lr,
+        }
+        if eval_loader is not None:
+            m = metrics(*predict(model, eval_loader, device))
+            row.update(test_loss=m["nll"], test_acc=m["acc"])
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
     return history

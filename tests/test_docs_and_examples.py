@@ -13,6 +13,8 @@ import pytest
 
 import subspace_param
 import subspace_param.api
+import subspace_param.experiments.intrinsic_dim
+import subspace_param.projections.engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,15 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert type(namespace["midpoint"]).__name__ == "ResNet"
 
 
-@pytest.mark.parametrize("module", [subspace_param, subspace_param.api])
+@pytest.mark.parametrize(
+    "module",
+    [
+        subspace_param,
+        subspace_param.api,
+        subspace_param.projections.engine,
+        subspace_param.experiments.intrinsic_dim,
+    ],
+)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -72,3 +82,98 @@ def test_example_train_line_runs():
         check=True,
     )
     assert out.stdout.count("test accuracy") == 3
+
+
+def test_example_omega_space_runs(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "omega_space.py"),
+            "--datasets",
+            "digits",
+            "--dims",
+            "3",
+            "100",
+            "--steps",
+            "12",
+            "--hidden",
+            "32",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    saved = json.loads((tmp_path / "digits.json").read_text())
+    assert [r["d"] for r in saved["summary"]] == [3, 100, "full"]
+    assert saved["d_int90"] in (None, 3, 100)
+    assert len(saved["runs"][0]["history"]) == 2 and "test_acc" in saved["runs"][0]["history"][0]
+    for name in ("digits.png", "digits_curves.png", "digits.md"):
+        assert (tmp_path / name).stat().st_size > 100
+    assert "d_int90" in out.stdout
+
+
+def test_example_mode_connectivity_lab_runs(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import mode_connectivity_lab
+    finally:
+        sys.path.pop(0)
+    result = mode_connectivity_lab.main(
+        [
+            "--variants",
+            "default",
+            "--epochs",
+            "2",
+            "--curve-epochs",
+            "1",
+            "--points",
+            "4",
+            "--grid",
+            "3",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    row = result["rows"][0]
+    assert row["variant"] == "default" and row["segment barrier (train loss)"] >= 0
+    assert set(result["details"]["default"]["segments"]) == {
+        "minimum ↔ minimum",
+        "minimum ↔ its init",
+        "minimum ↔ random",
+        "random ↔ random",
+    }
+    for name in ("summary.md", "default/plane.png", "default/segments.png", "default/1-bend_chain.npz"):
+        assert (tmp_path / "digits" / name).stat().st_size > 100
+
+
+def test_example_distribution_connectivity_runs(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import distribution_connectivity
+    finally:
+        sys.path.pop(0)
+    results = distribution_connectivity.main(
+        [
+            "--widths",
+            "12",
+            "--deep",
+            "16",
+            "12",
+            "--pairs",
+            "1",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    methods = [r["one hidden layer, 12"] for r in results["table1_12"]["rows"]]
+    assert methods == ["Linear", "Arc", "Linear + WA", "Arc + WA", "OT", "OT + WA", "endpoints"]
+    assert len(results["table2"]["rows"]) == 9 and results["wa_1"]["n_top_layers"] == 1
+    assert "Table 2 analogue" in (tmp_path / "digits" / "tables.md").read_text()

@@ -14,8 +14,8 @@ from subspace_param.kernels import rademacher
 from torch import nn
 
 import subspace_param as sp
-from subspace_param.projection import available_methods
-from subspace_param.projection.fastfood import fwht
+from subspace_param.projections import available_methods
+from subspace_param.projections.fastfood import fwht
 
 METHODS = ["dense", "fastfood", "generated", "orthonormal", "sparse"]
 OFFSET_METHODS = [m for m in METHODS if m != "orthonormal"]

@@ -19,7 +19,7 @@ from ..kernels import rademacher
 from ..ops import resolve_backend, triton_usable
 from .base import Projector, Segment, register_projector
 
-DEFAULT_MATERIALIZE_ENTRIES = 1 << 24
+DEFAULT_MATERIALIZE_ENTRIES = 1 << 26
 
 
 class _GeneratedRows(torch.autograd.Function):

@@ -1,0 +1,49 @@
+"""Mode connectivity: fitted curves between trained networks (:func:`connect`), paths without
+training (linear; Anokhin & Yarotsky's lin/arc rules with index or OT pairing, weight adjustment,
+butterfly), neuron alignment, WA(n) ensembling, path evaluation and loss planes."""
+
+from .alignment import align, ot_permutation, permute_hidden
+from .curves import connect
+from .ensembling import wa_ensemble
+from .evaluation import PathEvaluation, evaluate_path, evaluate_states_batched, loss_and_error, plot_paths
+from .mlp import fit_linear, layer_inputs, linear_layers
+from .paths import (
+    ButterflyPath,
+    LinearPath,
+    NeuronPath,
+    Path,
+    SimultaneousPath,
+    StepwiseAdjustedPath,
+    SubspacePath,
+    WeightAdjustedPath,
+)
+from .plane import LossPlane, loss_plane
+from .rules import arc, lin
+
+__all__ = [
+    "ButterflyPath",
+    "LinearPath",
+    "LossPlane",
+    "NeuronPath",
+    "Path",
+    "PathEvaluation",
+    "SimultaneousPath",
+    "StepwiseAdjustedPath",
+    "SubspacePath",
+    "WeightAdjustedPath",
+    "align",
+    "arc",
+    "connect",
+    "evaluate_path",
+    "evaluate_states_batched",
+    "fit_linear",
+    "layer_inputs",
+    "lin",
+    "linear_layers",
+    "loss_and_error",
+    "loss_plane",
+    "ot_permutation",
+    "permute_hidden",
+    "plot_paths",
+    "wa_ensemble",
+]
