@@ -54,3 +54,95 @@ def mlp(
         d = h
     layers.append(nn.Linear(d, num_classes, bias=bias))
     return nn.Sequential(*layers)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        out = self.bn1(self.conv1(x)).relu()
+        return (self.bn2(self.conv2(out)) + self.shortcut(x)).relu()
+
+
+class CIFARResNet(nn.Module):
+    """The seeds' CIFAR ResNet-20 (open_lth style): 16-channel stem, three stages of 16/32/64·(W/16)
+    channels with 3 basic blocks each, 1×1 projection shortcuts, global pooling, 1×1 conv classifier."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16, blocks: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        layers, c = [], width
+        for stage, mult in enumerate((1, 2, 4)):
+            for b in range(blocks):
+                layers.append(_BasicBlock(c, width * mult, 2 if stage > 0 and b == 0 else 1))
+                c = width * mult
+        self.blocks = nn.Sequential(*layers)
+        self.classifier = nn.Conv2d(c, num_classes, 1)
+
+    def forward(self, x):
+        h = self.blocks(self.stem(x)).mean((2, 3), keepdim=True)
+        return self.classifier(h).flatten(1)
+
+
+def vgg16(num_classes: int = 10, in_channels: int = 3, batch_norm: bool = False) -> nn.Sequential:
+    """VGG16 for 32×32 inputs as in the connectivity seed: 13 3×3 convs (with bias, ReLU) in 5 blocks
+    with max-pooling, then Dropout-FC512-ReLU-Dropout-FC512-ReLU-FC; no BN unless ``batch_norm``."""
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    layers: list[nn.Module] = []
+    c = in_channels
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        layers.append(nn.Conv2d(c, int(v), 3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(int(v)))
+        layers.append(nn.ReLU())
+        c = int(v)
+    layers += [
+        nn.Flatten(),
+        nn.Dropout(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+#: the seeds' models and this library's small models, by name (any torchvision classifier works too)
+MODELS = {
+    "cnn": lambda shape, n: conv_net(shape, n),
+    "cnn-small": lambda shape, n: conv_net(shape, n, width=16),
+    "mlp": lambda shape, n: mlp(shape, n, hidden=(200, 200)),
+    "mlp1": lambda shape, n: mlp(shape, n, hidden=(64,)),
+    "mlp-nobias3": lambda shape, n: mlp(shape, n, hidden=(512, 256), bias=False),
+    "cifar_resnet20": lambda shape, n: CIFARResNet(n, in_channels=shape[0]),
+    "vgg16": lambda shape, n: vgg16(n, in_channels=shape[0]),
+}
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """A model by name: one of :data:`MODELS` or any torchvision classification model
+    (``torchvision.models.get_model(name, num_classes=…)``, e.g. ``resnet18`` on ``digits32``)."""
+    if name in MODELS:
+        return MODELS[name](tuple(input_shape), num_classes)
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"unknown model {name!r}: one of {sorted(MODELS)} or a torchvision classifier name")
+    return torchvision.models.get_model(name, num_classes=num_classes)

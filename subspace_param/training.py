@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .metrics import classification_metrics
 from .subspace import Subspace
 
 
@@ -148,8 +149,5 @@ def predict(
 
 
 def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Accuracy and negative log-likelihood of logits (for an ensemble: summed logits)."""
-    return {
-        "acc": float((logits.argmax(1) == labels).float().mean()),
-        "nll": float(F.cross_entropy(logits, labels)),
-    }
+    """Accuracy, negative log-likelihood and 20-bin ECE of logits (for an ensemble: summed logits)."""
+    return classification_metrics(logits, labels)

@@ -1,0 +1,384 @@
+"""The ``subspace-param`` command line: train, evaluate, connect, plane, intrinsic-dim, bench, report.
+
+Every subcommand writes JSON/CSV/markdown (and plots where they help) into its output folder and
+shows progress bars; ``subspace-param <command> --help`` explains every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .experiments.runs import KINDS, RunConfig, evaluate_points, load_run, train_run
+from .io import markdown_table, save_figure, write_json, write_text
+from .projections import available_methods
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    g = p.add_argument_group("data and model")
+    g.add_argument(
+        "--dataset",
+        default=d.dataset,
+        help="mnist1d | digits | digits32 (embedded) or mnist | fashion-mnist | cifar10 | cifar100 "
+        "(torchvision, from --data-root)",
+    )
+    g.add_argument("--data-root", default=d.data_root, help="folder of the torchvision datasets")
+    g.add_argument("--download", action="store_true", help="download a torchvision dataset if missing")
+    g.add_argument(
+        "--label-noise",
+        type=float,
+        default=d.label_noise,
+        help="fraction p of training labels replaced by uniform random labels (fixed permutation)",
+    )
+    g.add_argument(
+        "--model",
+        default=d.model,
+        help="cnn | mlp | mlp1 | mlp-nobias3 | cifar_resnet20 | vgg16 | any torchvision classifier",
+    )
+    g = p.add_argument_group("what to train")
+    g.add_argument(
+        "--kind", default=d.kind, choices=KINDS, help="standard model, a subspace, or a projection"
+    )
+    g.add_argument("--layerwise", action="store_true", help="an independent point per module")
+    g.add_argument(
+        "--beta", type=float, default=d.beta, help="weight of the cos² regulariser between vertices"
+    )
+    g.add_argument("--num-samples", type=int, default=d.num_samples, help="subspace points per batch")
+    g.add_argument("--bends", type=int, default=d.bends, help="bends of a chain")
+    g.add_argument("--vertices", type=int, default=d.vertices, help="vertices of a simplex")
+    g.add_argument("--dim", type=int, default=d.dim, help="dimension d of a projection subspace")
+    g.add_argument("--method", default=d.method, choices=available_methods(), help="projection method")
+    g.add_argument("--swa", action="store_true", help="stochastic weight averaging (standard kind)")
+    g.add_argument("--swa-start", type=float, default=d.swa_start, help="fraction of epochs before averaging")
+    g.add_argument("--swa-lr", type=float, default=d.swa_lr, help="constant learning rate while averaging")
+    g.add_argument(
+        "--fge-cycle",
+        type=int,
+        default=d.fge_cycle,
+        help="fast geometric ensembling: cycle length in epochs (even; 0 = off)",
+    )
+    g.add_argument(
+        "--fge-start", type=float, default=d.fge_start, help="fraction of epochs before FGE cycles"
+    )
+    g = p.add_argument_group("recipe")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="epochs")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size per process")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine)")
+    g.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "adam"], help="optimizer")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up epochs")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the init, data order and points")
+
+
+def _config(a: argparse.Namespace) -> RunConfig:
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in vars(a).items() if k in names})
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    summary = train_run(
+        _config(a),
+        a.out,
+        resume=a.resume,
+        stop_after_epoch=a.stop_after_epoch,
+        progress=not a.no_progress,
+        device=a.device,
+    )
+    last = summary["history"][-1]
+    print(
+        f"{a.out}: epoch {last['epoch']}, train loss {last['train_loss']:.4f}, "
+        f"train acc {last['train_acc']:.4f}, "
+        f"{last['seconds']:.1f} s"
+    )
+
+
+def default_points(cfg: RunConfig, sub) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Named evaluation points and ensembles for a run's kind."""
+    if sub is None:
+        return {"model": None}, {}
+    if sub.geometry.point_dim == 1:
+        points = {f"α={t:.2f}": t for t in np.linspace(0, 1, 11)}
+        return points, {"endpoint ensemble": ["α=0.00", "α=1.00"]}
+    k = sub.num_vertices
+    points = {f"vertex {i}": sub.geometry.vertex_point(i) for i in range(k)}
+    points["centroid"] = sub.center()
+    return points, {"vertex ensemble": [f"vertex {i}" for i in range(k)]}
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    cfg, model, sub, data = load_run(a.run)
+    points, ensembles = default_points(cfg, sub)
+    if a.points:
+        points = {f"p={p}": [float(v) for v in p.split(",")] if "," in p else float(p) for p in a.points}
+        ensembles = {"ensemble of the points": list(points)} if len(points) > 1 else {}
+    results = evaluate_points(model, data, sub, points, ensembles)
+    if (Path(a.run) / "swa.pt").exists():
+        _, swa, _, _ = load_run(a.run, which="swa")
+        results["SWA"] = evaluate_points(swa, data, None, {"m": None})["m"]
+    rows = [{"point": k, **v} for k, v in results.items()]
+    out = Path(a.out or a.run)
+    write_json(out / "evaluation.json", {"run": str(a.run), "results": results})
+    write_text(out / "evaluation.md", markdown_table(rows) + "\n")
+    if sub is not None and sub.geometry.point_dim == 1 and not a.points:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ts = [points[k] for k in points]
+        ax.plot(ts, [results[k]["acc"] for k in points], marker="o", label=f"{cfg.kind} point")
+        ax.axhline(results["endpoint ensemble"]["acc"], ls="--", color="k", label="endpoint ensemble")
+        ax.set(xlabel="α", ylabel="test accuracy", title=f"{cfg.kind} on {cfg.dataset}")
+        ax.legend()
+        fig.tight_layout()
+        save_figure(fig, out / "accuracy_along_path.png")
+        plt.close(fig)
+    print(markdown_table(rows))
+
+
+def cmd_connect(a: argparse.Namespace) -> None:
+    import torch
+
+    from . import save
+    from .connectivity import LinearPath, SubspacePath, connect, evaluate_path, plot_paths
+    from .training import TrainConfig, train
+
+    cfg_a, model_a, _, data = load_run(a.run_a)
+    _, model_b, _, _ = load_run(a.run_b)
+    segment = LinearPath(model_a, model_b)
+    curve = connect(model_a, model_b, curve=a.curve, bends=a.bends, seed=a.seed)
+    train_loader, train_eval, test_loader = data.loaders(cfg_a.batch_size, seed=a.seed)
+    torch.manual_seed(a.seed)
+    tcfg = TrainConfig(
+        epochs=a.epochs,
+        lr=a.lr,
+        weight_decay=0.0,
+        point_weight_decay=a.point_weight_decay,
+        beta=0.0,
+        progress=not a.no_progress,
+        desc="fit curve",
+    )
+    train(model_a, train_loader, tcfg, subspace=curve)
+    out = Path(a.out)
+    save(curve, out / "curve.pt")
+    write_json(
+        out / "connect.json",
+        {
+            "run_a": str(a.run_a),
+            "run_b": str(a.run_b),
+            "curve": a.curve,
+            "bends": a.bends,
+            "epochs": a.epochs,
+            "lr": a.lr,
+            "seed": a.seed,
+        },
+    )
+    ts = np.linspace(0, 1, a.points)
+    evs = [
+        evaluate_path(segment, train_eval, test_loader, ts, label="segment", progress=not a.no_progress),
+        evaluate_path(
+            SubspacePath(curve), train_eval, test_loader, ts, label=a.curve, progress=not a.no_progress
+        ),
+    ]
+    rows = []
+    for ev in evs:
+        ev.save(out, ev.label)
+        rows.append(
+            {
+                "path": ev.label,
+                "barrier (train loss)": ev.barrier("train_loss"),
+                "max test err": float(ev.values["test_err"].max()),
+                "length": ev.length,
+            }
+        )
+    plot_paths(evs, out / "segment_vs_curve.png")
+    write_text(out / "connect.md", markdown_table(rows) + "\n")
+    print(markdown_table(rows))
+
+
+def cmd_plane(a: argparse.Namespace) -> None:
+    from . import load
+    from .connectivity import SubspacePath, loss_plane
+
+    info = __import__("json").loads((Path(a.connect_dir) / "connect.json").read_text())
+    cfg_a, model, _, data = load_run(info["run_a"])
+    curve = load(Path(a.connect_dir) / "curve.pt", model)
+    path = SubspacePath(curve)
+    _, train_eval, test_loader = data.loaders(cfg_a.batch_size)
+    bend = {n: v.detach() for n, v in curve.vertex(1).items()}
+    plane = loss_plane(
+        path.template,
+        path.state_at(0.0),
+        bend,
+        path.state_at(1.0),
+        train_eval,
+        test_loader,
+        grid=a.grid,
+        margin=a.margin,
+        curve=[path.state_at(t) for t in np.linspace(0, 1, 41)],
+        progress=not a.no_progress,
+    )
+    files = plane.save(a.out or a.connect_dir, "plane")
+    print("wrote", ", ".join(str(f) for f in files.values()))
+
+
+def cmd_intrinsic_dim(a: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .experiments.intrinsic_dim import OMEGA_RECIPE, intrinsic_dimension
+    from .models import build_model
+
+    data = load_dataset(a.dataset, root=a.data_root, download=a.download)
+    cfg = dataclasses.replace(OMEGA_RECIPE, epochs=a.epochs, lr=a.lr, progress=not a.no_progress)
+    result = intrinsic_dimension(
+        lambda: build_model(a.model, data.input_shape, data.num_classes),
+        data,
+        a.dims,
+        seeds=a.seeds,
+        method=a.method,
+        cfg=cfg,
+        batch_size=a.batch_size,
+        baseline=a.baseline,
+    )
+    result.save(a.out)
+    print(result.markdown())
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    runner = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    if not runner.exists():
+        raise SystemExit(f"bench runs the suite of a source checkout; {runner} does not exist")
+    cmd = (
+        [sys.executable, str(runner)] + (["-k", a.k] if a.k else []) + (["--json", a.json] if a.json else [])
+    )
+    raise SystemExit(subprocess.call(cmd))
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from .experiments import report
+
+    report.main(
+        [
+            *(["--quick"] if a.quick else []),
+            "--out",
+            str(a.out),
+            *(["--no-progress"] if a.no_progress else []),
+        ]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="subspace-param", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "train",
+        help="train a standard model, a subspace or a projection (torchrun for DDP)",
+        description="Train one run into --out: config.json, history.csv/json, checkpoint.pt "
+        "(every epoch), model.pt. Under torchrun, trains with DistributedDataParallel.",
+    )
+    _add_run_options(t)
+    t.add_argument("--out", required=True, help="output folder of the run")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --out/checkpoint.pt (same result as uninterrupted)",
+    )
+    t.add_argument("--stop-after-epoch", type=int, default=None, help="checkpoint and stop after this epoch")
+    t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="accuracy, NLL and ECE at points of a trained run and their ensembles",
+        description="BN is re-estimated at every point. Defaults: 11 points along a line/curve/chain "
+        "and the endpoint ensemble; vertices, centroid and vertex ensemble of a simplex; "
+        "the model (and SWA) for standard runs.",
+    )
+    e.add_argument("run", help="folder of a finished `train` run")
+    e.add_argument(
+        "--points", nargs="+", default=None, help="points to evaluate: α, or comma-separated simplex weights"
+    )
+    e.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser(
+        "connect",
+        help="fit a Bézier curve or chain between two trained standard runs",
+        description="Wraps run A's model as a curve to run B's with frozen ends, trains the bends "
+        "(t ~ U[0, 1] per batch), and evaluates it against the straight segment.",
+    )
+    c.add_argument("run_a", help="folder of the first trained standard run")
+    c.add_argument("run_b", help="folder of the second trained standard run (same dataset and model)")
+    c.add_argument("--curve", default="chain", choices=["bezier", "chain"], help="curve family")
+    c.add_argument("--bends", type=int, default=1, help="bends of a chain")
+    c.add_argument("--epochs", type=int, default=20, help="epochs to train the bends")
+    c.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    c.add_argument("--point-weight-decay", type=float, default=0.0, help="½·wd·‖θ(t)‖² on the point")
+    c.add_argument("--points", type=int, default=21, help="points on the path for the evaluation")
+    c.add_argument("--seed", type=int, default=0, help="seed of the data order and of t")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    c.set_defaults(func=cmd_connect)
+
+    pl = sub.add_parser("plane", help="loss and error on the plane through a fitted curve's ends and bend")
+    pl.add_argument("connect_dir", help="output folder of `connect`")
+    pl.add_argument("--grid", type=int, default=21, help="G for the G×G grid")
+    pl.add_argument("--margin", type=float, default=0.2, help="margin around [0, 1] on both axes")
+    pl.add_argument("--out", default=None, help="output folder (default: connect_dir)")
+    pl.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    pl.set_defaults(func=cmd_plane)
+
+    i = sub.add_parser("intrinsic-dim", help="train in random subspaces of growing d and report d_int90")
+    i.add_argument("--dataset", default="digits", help="dataset name (as for train)")
+    i.add_argument("--data-root", default="data", help="folder of the torchvision datasets")
+    i.add_argument("--download", action="store_true", help="download a torchvision dataset if missing")
+    i.add_argument("--model", default="mlp", help="model name (as for train)")
+    i.add_argument("--dims", nargs="+", type=int, default=[10, 30, 100, 300, 1000], help="grid of d")
+    i.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per d")
+    i.add_argument("--method", default="generated", choices=available_methods(), help="projection method")
+    i.add_argument("--epochs", type=int, default=100, help="epochs per run")
+    i.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (betas 0.9, 0.99)")
+    i.add_argument("--batch-size", type=int, default=256, help="batch size")
+    i.add_argument(
+        "--baseline",
+        type=float,
+        default=None,
+        help="baseline accuracy (default: train the model directly; 1.0: Li et al.'s global threshold)",
+    )
+    i.add_argument("--out", required=True, help="output folder")
+    i.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    i.set_defaults(func=cmd_intrinsic_dim)
+
+    b = sub.add_parser("bench", help="run the benchmark suite (pytest-benchmark) and print markdown tables")
+    b.add_argument("-k", default=None, help="pytest -k expression selecting benchmarks")
+    b.add_argument("--json", default=None, help="keep pytest-benchmark's JSON here")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser(
+        "report", help="the seed-000 claims table on mnist1d and digits (≥ 3 seeds, < 30 min on 2 CPUs)"
+    )
+    r.add_argument("--out", type=Path, default=Path("runs/report"), help="output folder")
+    r.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not a result)")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
