@@ -177,3 +177,34 @@ def test_example_distribution_connectivity_runs(tmp_path):
     assert methods == ["Linear", "Arc", "Linear + WA", "Arc + WA", "OT", "OT + WA", "endpoints"]
     assert len(results["table2"]["rows"]) == 9 and results["wa_1"]["n_top_layers"] == 1
     assert "Table 2 analogue" in (tmp_path / "digits" / "tables.md").read_text()
+
+
+def _example(name: str):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_example_evaluate_subspace_runs(tmp_path):
+    rows = _example("evaluate_subspace").main(
+        ["--run", str(tmp_path / "run"), "--dataset", "digits", "--epochs", "1"]
+    )
+    assert [r["point"] for r in rows][-1] == "endpoint ensemble" and all("ece" in r for r in rows)
+
+
+def test_example_connect_two_models_runs(tmp_path):
+    barriers = _example("connect_two_models").main(["--epochs", "2", "--grid", "3", "--out", str(tmp_path)])
+    assert set(barriers) == {"segment", "curve"}
+    assert (tmp_path / "plane.png").exists() and (tmp_path / "segment_vs_curve.png").exists()
+
+
+def test_example_ddp_script_runs(tmp_path):
+    env = {**__import__("os").environ, "EPOCHS": "1", "OUT": str(tmp_path / "ddp"), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        ["bash", str(ROOT / "examples" / "ddp_line.sh")], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "endpoint ensemble" in out.stdout
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["world_size"] == 2
