@@ -27,8 +27,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = _python_blocks((ROOT / "README.md").read_text())
     assert blocks, "README has no python example"
     monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
     for block in blocks:
-        namespace: dict = {}
         exec(
             compile(block.replace("/tmp/line.pt", str(tmp_path / "line.pt")), "README.md", "exec"), namespace
         )

@@ -251,8 +251,10 @@ def projection(
     )
     try:
         for i, (r, (a, b)) in enumerate(zip(refs, segments)):
+            # unsafe=True skips parametrize's trial evaluation (one full P ω product per tensor: minutes
+            # for large models on CPU); shape and dtype hold by construction
             parametrize.register_parametrization(
-                r.module, r.local_name, ProjectedParametrization(state, i, a, b)
+                r.module, r.local_name, ProjectedParametrization(state, i, a, b), unsafe=True
             )
             getattr(r.module.parametrizations, r.local_name).original.requires_grad_(False)
     except Exception:
