@@ -116,12 +116,16 @@ def test_example_omega_space_runs(tmp_path):
     assert "d_int90" in out.stdout
 
 
-def test_example_mode_connectivity_lab_runs(tmp_path):
+def _example(name: str):
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import mode_connectivity_lab
+        return __import__(name)
     finally:
         sys.path.pop(0)
+
+
+def test_example_mode_connectivity_lab_runs(tmp_path):
+    mode_connectivity_lab = _example("mode_connectivity_lab")
     result = mode_connectivity_lab.main(
         [
             "--variants",
@@ -152,11 +156,7 @@ def test_example_mode_connectivity_lab_runs(tmp_path):
 
 
 def test_example_distribution_connectivity_runs(tmp_path):
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import distribution_connectivity
-    finally:
-        sys.path.pop(0)
+    distribution_connectivity = _example("distribution_connectivity")
     results = distribution_connectivity.main(
         [
             "--widths",
@@ -177,14 +177,6 @@ def test_example_distribution_connectivity_runs(tmp_path):
     assert methods == ["Linear", "Arc", "Linear + WA", "Arc + WA", "OT", "OT + WA", "endpoints"]
     assert len(results["table2"]["rows"]) == 9 and results["wa_1"]["n_top_layers"] == 1
     assert "Table 2 analogue" in (tmp_path / "digits" / "tables.md").read_text()
-
-
-def _example(name: str):
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
 
 
 def test_example_evaluate_subspace_runs(tmp_path):

@@ -242,16 +242,20 @@ class WeightAdjustedPath(Path):
 
 
 class _DeepMLPPath(Path):
-    """Shared set-up of the step-wise finders for bias-free MLPs: weights, features, W̃."""
+    """Shared set-up of the step-wise finders for bias-free MLPs: weights, features, W̃, pairing."""
 
     def __init__(
         self,
         model_a: nn.Sequential,
         model_b: nn.Sequential,
         data: torch.Tensor,
-        rule: str | Rule,
-        ridge: float,
+        rule: str | Rule = "lin",
+        pairing: str = "index",
+        ridge: float = 0.0,
     ) -> None:
+        if pairing not in ("index", "ot"):
+            raise ValueError(f"pairing must be 'index' or 'ot', got {pairing!r}")
+        self.pairing = pairing
         layers = check_same_mlp(model_a, model_b)
         if any(m.bias is not None for _, m in layers):
             raise ArchitectureMismatchError(
@@ -271,6 +275,11 @@ class _DeepMLPPath(Path):
         self.w_adj = [self.wa[0]] + [
             fit_linear(self.hb[k], self.ha[k] @ self.wa[k].T, ridge) for k in range(1, self.num_layers)
         ]
+        self.targets = [*self.w_adj[:-1], self.wb[-1]]  # butterfly: W̃_1 … W̃_{L−2}, then W_{L−1}^B
+        self.acts = [model_a[i + 1 : j] for i, j in zip(self.idx[:-1], self.idx[1:])]
+        self._stages: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # OT pairings / vectors per stage
+        self._perms: dict[int, torch.Tensor] = {}
+        self._fits: dict[float, torch.Tensor] = {}  # least-squares refits per t
 
     def _state(self, weights: list[torch.Tensor]) -> State:
         return {f"{i}.weight": w for i, w in zip(self.idx, weights)}
@@ -287,22 +296,9 @@ class ButterflyPath(_DeepMLPPath):
     ends at B with its last hidden layer permuted (B's function).
     """
 
-    def __init__(
-        self,
-        model_a: nn.Sequential,
-        model_b: nn.Sequential,
-        data: torch.Tensor,
-        rule: str | Rule = "lin",
-        pairing: str = "index",
-        ridge: float = 0.0,
-    ) -> None:
-        super().__init__(model_a, model_b, data, rule, ridge)
-        if pairing not in ("index", "ot"):
-            raise ValueError(f"pairing must be 'index' or 'ot', got {pairing!r}")
-        self.pairing = pairing
-        self.end_time = float(self.num_layers - 1)
-        self.targets = [*self.w_adj[:-1], self.wb[-1]]  # W̃_1 … W̃_{L−2}, then W_{L−1}^B
-        self._stages: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    @property
+    def end_time(self) -> float:  # type: ignore[override]
+        return float(self.num_layers - 1)
 
     def _stage(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if k not in self._stages:
@@ -336,23 +332,9 @@ class StepwiseAdjustedPath(_DeepMLPPath):
     ``pairing="ot"`` permutes B's layer-k rows by exact OT against W̃_k's rows in each stage.
     """
 
-    def __init__(
-        self,
-        model_a: nn.Sequential,
-        model_b: nn.Sequential,
-        data: torch.Tensor,
-        rule: str | Rule = "lin",
-        pairing: str = "index",
-        ridge: float = 0.0,
-    ) -> None:
-        super().__init__(model_a, model_b, data, rule, ridge)
-        if pairing not in ("index", "ot"):
-            raise ValueError(f"pairing must be 'index' or 'ot', got {pairing!r}")
-        self.pairing = pairing
-        self.end_time = float(self.num_layers)
-        self.acts = [model_a[i + 1 : j] for i, j in zip(self.idx[:-1], self.idx[1:])]
-        self._perms: dict[int, torch.Tensor] = {}
-        self._fits: dict[float, torch.Tensor] = {}
+    @property
+    def end_time(self) -> float:  # type: ignore[override]
+        return float(self.num_layers)
 
     def _target_rows(self, k: int) -> torch.Tensor:
         if self.pairing == "index" or k == self.num_layers - 1:
