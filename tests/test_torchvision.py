@@ -52,3 +52,22 @@ def test_wrap_any_torchvision_classifier(name, kind):
     assert type(plain) is type(ARCHITECTURES[name]())
     with torch.no_grad():
         torch.testing.assert_close(plain(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["generated", "fastfood", "sparse", "dense", "orthonormal"])
+@pytest.mark.parametrize("name", ["squeezenet1_1", "vit"])
+def test_projection_trains_torchvision_classifiers(name, method):
+    model = ARCHITECTURES[name]()
+    model.eval()  # a fixed forward (no dropout) to compare outputs
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        original = model(x)
+    sub = sp.projection(model, dim=16, method=method, seed=0)
+    torch.testing.assert_close(model(x), original, rtol=1e-4, atol=1e-5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert sub.omega.grad is not None and sub.omega.grad.abs().sum() > 0
+    opt.step()
+    assert torch.nn.functional.cross_entropy(model(x), y) < loss  # one step in ω lowers the loss
+    torch.testing.assert_close(sub.export()(x), model(x))
