@@ -95,7 +95,7 @@ def test_example_omega_space_runs(tmp_path):
             "3",
             "100",
             "--steps",
-            "12",
+            "10",
             "--hidden",
             "32",
             "--no-progress",
