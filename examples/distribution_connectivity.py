@@ -21,6 +21,7 @@ import torch
 
 from subspace_param.connectivity import (
     ButterflyPath,
+    ConvButterflyPath,
     NeuronPath,
     SimultaneousPath,
     StepwiseAdjustedPath,
@@ -30,7 +31,7 @@ from subspace_param.connectivity import (
 )
 from subspace_param.data import load_dataset
 from subspace_param.io import markdown_table, write_json, write_text
-from subspace_param.models import mlp
+from subspace_param.models import build_model, mlp
 from subspace_param.training import TrainConfig, train
 
 TABLE1 = {
@@ -53,20 +54,32 @@ TABLE2 = {
 }
 
 
-def path_maxima(path, template, train_eval, test_loader) -> tuple[float, float]:
-    ts = np.linspace(0, path.end_time, int(20 * path.end_time) + 1)
+VGG = {
+    "Linear": lambda a, b, x: SimultaneousPath(a, b, "lin"),
+    "Arc": lambda a, b, x: SimultaneousPath(a, b, "arc"),
+    "Linear + B-fly": lambda a, b, x: ConvButterflyPath(a, b, x, "lin", pairing="index"),
+    "OT + B-fly": lambda a, b, x: ConvButterflyPath(a, b, x, "lin", pairing="ot"),
+}
+
+
+def path_maxima(
+    path, template, train_eval, test_loader, per_unit: int = 20, chunk: int = 64
+) -> tuple[float, float]:
+    ts = np.linspace(0, path.end_time, int(per_unit * path.end_time) + 1)
     states = [path.state_at(t) for t in ts]
-    train_loss, _ = evaluate_states_batched(template, states, train_eval)
-    _, test_err = evaluate_states_batched(template, states, test_loader)
+    train_loss, _ = evaluate_states_batched(template, states, train_eval, chunk=chunk)
+    _, test_err = evaluate_states_batched(template, states, test_loader, chunk=chunk)
     return float(train_loss.max()), float(test_err.max())
 
 
-def table(models, methods, x_train, train_eval, test_loader, label: str) -> tuple[list[dict], dict]:
+def table(
+    models, methods, x_train, train_eval, test_loader, label: str, **eval_options
+) -> tuple[list[dict], dict]:
     raw: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     pairs = list(itertools.pairwise(models))
     for a, b in pairs:
         for name, make in methods.items():
-            raw[name].append(path_maxima(make(a, b, x_train), a, train_eval, test_loader))
+            raw[name].append(path_maxima(make(a, b, x_train), a, train_eval, test_loader, **eval_options))
     rows = []
     for name, vals in raw.items():
         arr = np.array(vals)
@@ -102,6 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--deep", nargs=2, type=int, default=[512, 256], help="hidden widths of the bias-free MLP")
     p.add_argument("--pairs", type=int, default=3, help="endpoint pairs (consecutive models) per cell")
     p.add_argument("--epochs", type=int, default=60, help="epochs per endpoint")
+    p.add_argument(
+        "--vgg-epochs", type=int, default=15, help="epochs per VGG-style endpoint (0: skip that table)"
+    )
+    p.add_argument("--vgg-points", type=int, default=10, help="points per unit of end_time on the VGG paths")
     p.add_argument("--out", type=Path, default=Path("runs/distribution_connectivity"), help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     a = p.parse_args(argv)
@@ -153,6 +170,33 @@ def main(argv: list[str] | None = None) -> dict:
                 }
             )
     text.append(f"## WA(n) ensembling (bias-free MLP, softmax averaging)\n\n{markdown_table(wa_rows)}\n")
+    if (
+        a.vgg_epochs > 0
+    ):  # Table 2's VGG column: a small VGG-style net (no BN) on the digits upscaled to 32×32×3
+        images = load_dataset("digits32")
+        img_train, img_eval, img_test = images.loaders(batch_size=128, seed=0, eval_batch_size=500)
+        vggs = []
+        for seed in range(a.pairs + 1):
+            torch.manual_seed(seed)
+            m = build_model("vgg-small", images.input_shape, images.num_classes)
+            train(
+                m, img_train, dataclasses.replace(cfg, epochs=a.vgg_epochs, lr=0.02, desc=f"vgg seed {seed}")
+            )
+            vggs.append(m.eval())
+        rows, raw = table(
+            vggs,
+            VGG,
+            images.x_train,
+            img_eval,
+            img_test,
+            "VGG-style (vgg-small)",
+            per_unit=a.vgg_points,
+            chunk=4,
+        )
+        results["table2_vgg"] = {"rows": rows, "raw": raw}
+        text.append(
+            f"## Table 2 analogue, VGG-style conv net (digits at 32×32×3)\n\n{markdown_table(rows)}\n"
+        )
     write_text(out / "tables.md", "\n".join(text))
     write_json(out / "results.json", results)
     print("\n".join(text))

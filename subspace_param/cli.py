@@ -40,7 +40,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default=d.model,
-        help="cnn | mlp | mlp1 | mlp-nobias3 | cifar_resnet20 | vgg16 | any torchvision classifier",
+        help="cnn | cnn-small | mlp | mlp1 | mlp-nobias3 | cifar_resnet20 | vgg16 | vgg-small | "
+        "any torchvision classifier",
     )
     g = p.add_argument_group("what to train")
     g.add_argument(

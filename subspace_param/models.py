@@ -96,32 +96,44 @@ class CIFARResNet(nn.Module):
         return self.classifier(h).flatten(1)
 
 
-def vgg16(num_classes: int = 10, in_channels: int = 3, batch_norm: bool = False) -> nn.Sequential:
-    """VGG16 for 32×32 inputs as in the connectivity seed: 13 3×3 convs (with bias, ReLU) in 5 blocks
-    with max-pooling, then Dropout-FC512-ReLU-Dropout-FC512-ReLU-FC; no BN unless ``batch_norm``."""
-    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-    layers: list[nn.Module] = []
-    c = in_channels
-    for v in cfg:
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG_SMALL_LAYERS = (16, 16, "M", 32, 32, "M", 32, "M")
+
+
+def vgg(
+    layers: Sequence[int | str] = VGG16_LAYERS,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    hidden: int = 512,
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """A VGG as in the connectivity seed: 3×3 convs (with bias, ReLU), ``"M"`` = 2×2 max-pool, then
+    Dropout-FC(hidden)-ReLU-Dropout-FC(hidden)-ReLU-FC; no BN unless ``batch_norm``. The defaults
+    are VGG16 for 32×32 inputs."""
+    mods: list[nn.Module] = []
+    c, size = in_channels, image_size
+    for v in layers:
         if v == "M":
-            layers.append(nn.MaxPool2d(2))
+            mods.append(nn.MaxPool2d(2))
+            size //= 2
             continue
-        layers.append(nn.Conv2d(c, int(v), 3, padding=1))
+        mods.append(nn.Conv2d(c, int(v), 3, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(int(v)))
-        layers.append(nn.ReLU())
+            mods.append(nn.BatchNorm2d(int(v)))
+        mods.append(nn.ReLU())
         c = int(v)
-    layers += [
+    mods += [
         nn.Flatten(),
         nn.Dropout(),
-        nn.Linear(512, 512),
+        nn.Linear(c * size * size, hidden),
         nn.ReLU(),
         nn.Dropout(),
-        nn.Linear(512, 512),
+        nn.Linear(hidden, hidden),
         nn.ReLU(),
-        nn.Linear(512, num_classes),
+        nn.Linear(hidden, num_classes),
     ]
-    return nn.Sequential(*layers)
+    return nn.Sequential(*mods)
 
 
 #: the seeds' models and this library's small models, by name (any torchvision classifier works too)
@@ -132,7 +144,10 @@ MODELS = {
     "mlp1": lambda shape, n: mlp(shape, n, hidden=(64,)),
     "mlp-nobias3": lambda shape, n: mlp(shape, n, hidden=(512, 256), bias=False),
     "cifar_resnet20": lambda shape, n: CIFARResNet(n, in_channels=shape[0]),
-    "vgg16": lambda shape, n: vgg16(n, in_channels=shape[0]),
+    "vgg16": lambda shape, n: vgg(VGG16_LAYERS, n, in_channels=shape[0], image_size=shape[-1]),
+    "vgg-small": lambda shape, n: vgg(
+        VGG_SMALL_LAYERS, n, in_channels=shape[0], image_size=shape[-1], hidden=64
+    ),
 }
 
 

@@ -325,3 +325,58 @@ def test_wa_ensemble_with_copies_reproduces_the_base() -> None:
     assert all(0 <= v <= 1 for k in ("member", "ensemble", "wa_member", "wa_ensemble") for v in result[k])
     feats = layer_inputs(a, X)
     assert len(feats) == 3 and feats[2].shape == (203, 11)
+
+
+def small_vgg(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 7, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(7, 5, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(),
+        nn.Linear(5 * 4, 9),
+        nn.ReLU(),
+        nn.Linear(9, 4),
+    ).double()
+
+
+def test_conv_butterfly_ot_starts_at_a_ends_at_b_and_is_function_continuous() -> None:
+    from subspace_param.connectivity import ConvButterflyPath
+
+    a, b = small_vgg(0).eval(), small_vgg(1).eval()
+    images = torch.randn(40, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    path = ConvButterflyPath(a, b, images, "lin", pairing="ot", max_rows=3000)
+    assert path.end_time == 4
+    assert_state_equals(path.state_at(0.0), a)
+    end = path.model_at(path.end_time)
+    torch.testing.assert_close(end(images), b(images), atol=1e-8, rtol=1e-8)  # exactly B's function
+    torch.testing.assert_close(end[12].bias, b[12].bias)  # no final-bias defect
+    for boundary in (1.0, 2.0, 3.0):  # stages meet: same function (weights may differ by a permutation)
+        left, right = path.model_at(boundary - 1e-12), path.model_at(boundary)
+        torch.testing.assert_close(left(images), right(images), atol=1e-6, rtol=1e-6)
+    index = ConvButterflyPath(a, b, images, "arc", pairing="index")
+    assert_state_equals(index.state_at(index.end_time), b)
+    with pytest.raises(sp.ArchitectureMismatchError, match="BatchNorm2d"):
+        ConvButterflyPath(
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)), a, images
+        )
+
+
+def test_conv_patches_are_rows_of_unfold() -> None:
+    from subspace_param.connectivity.conv_butterfly import _paired_rows
+
+    conv = nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    h = torch.randn(5, 3, 9, 8, dtype=torch.float64)
+    xa, xb = _paired_rows(
+        conv, h, 2 * h, 100, torch.Generator().manual_seed(0)
+    )  # of 5 · 5 · 6 = 150 positions
+    cols = torch.nn.functional.unfold(h, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+    cols = cols.transpose(1, 2).reshape(-1, 18)
+    dist = torch.cdist(xa, cols, compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+    assert xa.shape == (100, 18) and dist.max() == 0 and torch.equal(xb, 2 * xa)

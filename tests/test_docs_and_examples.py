@@ -168,6 +168,10 @@ def test_example_distribution_connectivity_runs(tmp_path):
             "1",
             "--epochs",
             "1",
+            "--vgg-epochs",
+            "1",
+            "--vgg-points",
+            "1",
             "--no-progress",
             "--out",
             str(tmp_path),
@@ -176,6 +180,10 @@ def test_example_distribution_connectivity_runs(tmp_path):
     methods = [r["one hidden layer, 12"] for r in results["table1_12"]["rows"]]
     assert methods == ["Linear", "Arc", "Linear + WA", "Arc + WA", "OT", "OT + WA", "endpoints"]
     assert len(results["table2"]["rows"]) == 9 and results["wa_1"]["n_top_layers"] == 1
+    assert [r["VGG-style (vgg-small)"] for r in results["table2_vgg"]["rows"]][-2:] == [
+        "OT + B-fly",
+        "endpoints",
+    ]
     assert "Table 2 analogue" in (tmp_path / "digits" / "tables.md").read_text()
 
 

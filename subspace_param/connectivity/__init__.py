@@ -3,6 +3,7 @@ training (linear; Anokhin & Yarotsky's lin/arc rules with index or OT pairing, w
 butterfly), neuron alignment, WA(n) ensembling, path evaluation and loss planes."""
 
 from .alignment import align, ot_permutation, permute_hidden
+from .conv_butterfly import ConvButterflyPath
 from .curves import connect
 from .ensembling import wa_ensemble
 from .evaluation import PathEvaluation, evaluate_path, evaluate_states_batched, loss_and_error, plot_paths
@@ -22,6 +23,7 @@ from .rules import arc, lin
 
 __all__ = [
     "ButterflyPath",
+    "ConvButterflyPath",
     "LinearPath",
     "LossPlane",
     "NeuronPath",
