@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,20 @@ METHODS = [
     "simplex centroid",
     "simplex vertex ensemble",
 ]
+
+
+#: the training runs each method consumes (its budget: epochs × runs, and their wall time)
+COST = {
+    "standard": ["standard"],
+    "standard ensemble of 2": ["standard", "standard2"],
+    "SWA": ["swa"],
+    "line midpoint": ["line"],
+    "line endpoint ensemble": ["line"],
+    "curve midpoint": ["curve"],
+    "curve endpoint ensemble": ["curve"],
+    "simplex centroid": ["simplex"],
+    "simplex vertex ensemble": ["simplex"],
+}
 
 
 @dataclasses.dataclass
@@ -69,13 +84,14 @@ def _runs(
         "curve": dataclasses.replace(base, kind="curve"),
         "simplex": dataclasses.replace(base, kind="simplex", vertices=3),
     }
-    dirs = {}
+    dirs, trained = {}, 0
     for name, cfg in specs.items():
         d = root / dataset / f"noise{noise:g}" / f"seed{seed}" / name
         if not (d / "summary.json").exists():  # finished runs are reused: the report can be resumed
             train_run(cfg, d, resume=True, progress=progress)
+            trained += 1
         dirs[name] = d
-    return dirs
+    return dirs, trained
 
 
 def _evaluate(dirs: dict[str, Path]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
@@ -192,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads.\n",
     ]
     results: dict[str, Any] = {"settings": dataclasses.asdict(settings), "tables": {}}
+    trained_now = 0
     for dataset in settings.datasets:
         import matplotlib
 
@@ -203,11 +220,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stats: dict[str, dict[str, list[float]]] = {m: {"acc": [], "nll": [], "ece": []} for m in METHODS}
             along_all: dict[str, list[list[float]]] = {"line": [], "curve": []}
             for seed in settings.seeds:
-                dirs = _runs(settings, dataset, noise, seed, a.out / "runs", not a.no_progress)
+                dirs, trained = _runs(settings, dataset, noise, seed, a.out / "runs", not a.no_progress)
+                trained_now += trained
                 res, along = _evaluate(dirs)
                 for m in METHODS:
                     for k in ("acc", "nll", "ece"):
                         stats[m][k].append(res[m][k])
+                    seconds = sum(
+                        json.loads((dirs[r] / "summary.json").read_text())["seconds"] for r in COST[m]
+                    )
+                    stats[m].setdefault("train_seconds", []).append(seconds)
                 for k in along_all:
                     along_all[k].append(along[k])
             rows = [
@@ -216,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "test acc (%)": _fmt(stats[m]["acc"], 100),
                     "NLL": _fmt(stats[m]["nll"], 1, 3),
                     "ECE (%)": _fmt(stats[m]["ece"], 100),
+                    "training": f"{len(COST[m])} × {settings.epochs[dataset]} epochs, "
+                    f"{np.mean(stats[m]['train_seconds']):.0f} s",
                 }
                 for m in METHODS
             ]
@@ -242,7 +266,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             steps=3 if a.quick else 6,
         )
     minutes = (time.perf_counter() - start) / 60
-    md.append(f"Wall time: {minutes:.1f} min.\n")
+    total = len(settings.datasets) * len(settings.noise) * len(settings.seeds) * 6
+    md.append(
+        f"Wall time: {minutes:.1f} min ({trained_now} of the {total} runs trained by this invocation, "
+        "the others reused from the output folder).\n"
+    )
     results["minutes"] = minutes
     write_text(a.out / "report.md", "\n".join(md))
     write_json(a.out / "report.json", results)
