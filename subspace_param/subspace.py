@@ -39,7 +39,12 @@ class Subspace:
     def __init__(self, model: nn.Module, seed: int | None = None) -> None:
         spec = getattr(model, SPEC_ATTRIBUTE, None)
         if spec is None:
-            raise SubspaceError(f"{type(model).__name__} is not wrapped as a subspace")
+            hint = (
+                " (it is a random-projection subspace: use sp.get_projection)"
+                if getattr(model, "_subspace_projection_spec", None) is not None
+                else ""
+            )
+            raise SubspaceError(f"{type(model).__name__} is not wrapped as a subspace{hint}")
         self.model = model
         self.geometry: Geometry = geometry_from_spec(spec["geometry"])
         self.layerwise: bool = spec["layerwise"]
