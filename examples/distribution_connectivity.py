@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pairs", type=int, default=3, help="endpoint pairs (consecutive models) per cell")
     p.add_argument("--epochs", type=int, default=60, help="epochs per endpoint")
     p.add_argument(
-        "--vgg-epochs", type=int, default=15, help="epochs per VGG-style endpoint (0: skip that table)"
+        "--vgg-epochs",
+        type=int,
+        default=20,
+        help="epochs per VGG-style endpoint, Adam lr 1e-3 (0: skip that table)",
     )
     p.add_argument("--vgg-points", type=int, default=10, help="points per unit of end_time on the VGG paths")
     p.add_argument("--out", type=Path, default=Path("runs/distribution_connectivity"), help="output folder")
@@ -180,7 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
             torch.manual_seed(seed)
             m = build_model("vgg-small", images.input_shape, images.num_classes)
             train(
-                m, img_train, dataclasses.replace(cfg, epochs=a.vgg_epochs, lr=0.02, desc=f"vgg seed {seed}")
+                m,
+                img_train,
+                dataclasses.replace(
+                    cfg,
+                    epochs=a.vgg_epochs,
+                    lr=1e-3,
+                    optimizer="adam",
+                    weight_decay=0.0,
+                    warmup_epochs=0.5,
+                    desc=f"vgg seed {seed}",
+                ),
             )
             vggs.append(m.eval())
         rows, raw = table(
