@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import subspace_param as sp
-from subspace_param.connectivity import LinearPath, SubspacePath, evaluate_path, loss_plane, plot_paths
+from subspace_param.connectivity import LinearPath, curve_plane, evaluate_path, plot_paths
 from subspace_param.data import load_dataset
 from subspace_param.models import mlp
 from subspace_param.training import TrainConfig, train
@@ -44,19 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     segment = evaluate_path(LinearPath(*models), train_eval, test_loader, ts, label="segment", progress=False)
     fitted = evaluate_path(curve, train_eval, test_loader, ts, label="Bézier curve", progress=False)
     plot_paths([segment, fitted], a.out / "segment_vs_curve.png")
-    path = SubspacePath(curve)
-    bend = {n: v.detach() for n, v in curve.vertex(1).items()}
-    plane = loss_plane(
-        path.template,
-        path.state_at(0),
-        bend,
-        path.state_at(1),
-        train_eval,
-        test_loader,
-        grid=a.grid,
-        curve=[path.state_at(t) for t in ts],
-        progress=False,
-    )
+    plane = curve_plane(curve, train_eval, test_loader, grid=a.grid, progress=False)
     plane.save(a.out, "plane")
     barriers = {"segment": segment.barrier(), "curve": fitted.barrier()}
     print(

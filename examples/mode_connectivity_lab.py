@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import subspace_param as sp
-from subspace_param.connectivity import LinearPath, SubspacePath, evaluate_path, loss_plane, plot_paths
+from subspace_param.connectivity import LinearPath, SubspacePath, curve_plane, evaluate_path, plot_paths
 from subspace_param.data import load_dataset
 from subspace_param.io import markdown_table, write_json, write_text
 from subspace_param.models import mlp
@@ -123,18 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             "chain": fitted.summary(),
         }
         if name == a.variants[0]:
-            bend = {n: v.detach() for n, v in chain.vertex(1).items()}
-            plane = loss_plane(
-                chain.export(0.0),
-                SubspacePath(chain).state_at(0.0),
-                bend,
-                SubspacePath(chain).state_at(1.0),
-                train_eval,
-                test_loader,
-                grid=a.grid,
-                curve=[SubspacePath(chain).state_at(t) for t in np.linspace(0, 1, 41)],
-                progress=progress,
-            )
+            plane = curve_plane(chain, train_eval, test_loader, grid=a.grid, progress=progress)
             plane.save(out / name, "plane")
     table = markdown_table(rows)
     text = f"# Mode-connectivity lab on {a.dataset}\n\n{table}\n"

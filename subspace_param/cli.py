@@ -207,25 +207,14 @@ def cmd_connect(a: argparse.Namespace) -> None:
 
 def cmd_plane(a: argparse.Namespace) -> None:
     from . import load
-    from .connectivity import SubspacePath, loss_plane
+    from .connectivity import curve_plane
 
     info = __import__("json").loads((Path(a.connect_dir) / "connect.json").read_text())
     cfg_a, model, _, data = load_run(info["run_a"])
     curve = load(Path(a.connect_dir) / "curve.pt", model)
-    path = SubspacePath(curve)
     _, train_eval, test_loader = data.loaders(cfg_a.batch_size)
-    bend = {n: v.detach() for n, v in curve.vertex(1).items()}
-    plane = loss_plane(
-        path.template,
-        path.state_at(0.0),
-        bend,
-        path.state_at(1.0),
-        train_eval,
-        test_loader,
-        grid=a.grid,
-        margin=a.margin,
-        curve=[path.state_at(t) for t in np.linspace(0, 1, 41)],
-        progress=not a.no_progress,
+    plane = curve_plane(
+        curve, train_eval, test_loader, grid=a.grid, margin=a.margin, progress=not a.no_progress
     )
     files = plane.save(a.out or a.connect_dir, "plane")
     print("wrote", ", ".join(str(f) for f in files.values()))

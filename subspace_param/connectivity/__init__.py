@@ -18,7 +18,7 @@ from .paths import (
     SubspacePath,
     WeightAdjustedPath,
 )
-from .plane import LossPlane, loss_plane
+from .plane import LossPlane, curve_plane, loss_plane
 from .rules import arc, lin
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "align",
     "arc",
     "connect",
+    "curve_plane",
     "evaluate_path",
     "evaluate_states_batched",
     "fit_linear",

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from ..batchnorm import has_batchnorm, reestimate_bn
 from ..io import atomic_write, save_figure, write_json
+from ..subspace import Subspace
 from .evaluation import loss_and_error
-from .paths import State
+from .paths import State, SubspacePath
 
 
 def _flatten(state: State, names: Sequence[str]) -> torch.Tensor:
@@ -157,3 +158,33 @@ def loss_plane(
     anchors = np.array([coords(p) for p in (p0, p1, p2)])
     curve_xy = np.array([coords(_flatten(s, names)) for s in curve]) if curve is not None else None
     return LossPlane(alphas, betas, values, anchors, curve_xy, dx, dy)
+
+
+def curve_plane(
+    curve: Subspace,
+    train_loader: Iterable,
+    test_loader: Iterable,
+    *,
+    grid: int = 21,
+    margin: float | tuple[float, float, float, float] = 0.2,
+    points: int = 41,
+    progress: bool = True,
+    **options: Any,
+) -> LossPlane:
+    """:func:`loss_plane` through a fitted curve's start, first bend and end, with ``points``
+    points of the curve drawn on it (``curve`` from :func:`~subspace_param.connect`)."""
+    path = SubspacePath(curve)
+    bend = {n: v.detach() for n, v in curve.vertex(1).items()}
+    return loss_plane(
+        path.template,
+        path.state_at(0.0),
+        bend,
+        path.state_at(1.0),
+        train_loader,
+        test_loader,
+        grid=grid,
+        margin=margin,
+        curve=[path.state_at(t) for t in np.linspace(0, 1, points)],
+        progress=progress,
+        **options,
+    )
