@@ -237,16 +237,7 @@ class Subspace:
         sub = Subspace(clone, seed=0)
         if point is not None:
             sub.set_point(point, extrapolate=extrapolate)
-        flags = getattr(clone, SPEC_ATTRIBUTE)["requires_grad"]
-        with torch.no_grad():
-            values = [getattr(r.module, r.local_name).detach().clone() for r in sub.refs]
-        # A deep copy shares the parametrized *class* with the original, so remove_parametrizations
-        # (which deletes the class property) would break the original: swap the instance class back.
-        for module in {id(r.module): r.module for r in sub.refs}.values():
-            module.__class__ = parametrize.type_before_parametrizations(module)
-            del module._modules["parametrizations"]
-        for ref, value, rg in zip(sub.refs, values, flags):
-            ref.module.register_parameter(ref.local_name, nn.Parameter(value, requires_grad=rg))
+        freeze_parametrized(sub.refs, getattr(clone, SPEC_ATTRIBUTE)["requires_grad"])
         _strip(clone)
         return clone
 
@@ -255,6 +246,22 @@ class Subspace:
             f"Subspace({self.geometry!r}, tensors={len(self.refs)}, layerwise={self.layerwise}, "
             f"point={self.point.tolist()})"
         )
+
+
+def freeze_parametrized(refs: Sequence[TensorRef], requires_grad: Sequence[bool]) -> None:
+    """In place, on a *deep copy* of a wrapped model: replace every parametrized tensor by a plain
+    Parameter holding its current value (with the original ``requires_grad``).
+
+    A deep copy shares the parametrized *class* with the original, so ``remove_parametrizations``
+    (which deletes the class property) would break the original: the instance class is swapped back.
+    """
+    with torch.no_grad():
+        values = [getattr(r.module, r.local_name).detach().clone() for r in refs]
+    for module in {id(r.module): r.module for r in refs}.values():
+        module.__class__ = parametrize.type_before_parametrizations(module)
+        del module._modules["parametrizations"]
+    for ref, value, rg in zip(refs, values, requires_grad):
+        ref.module.register_parameter(ref.local_name, nn.Parameter(value, requires_grad=rg))
 
 
 def _strip(model: nn.Module) -> None:

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import SubspaceError
 from ..selection import FilterFn, TensorRef, select_by_names, select_tensors
-from ..subspace import is_wrapped
+from ..subspace import freeze_parametrized, is_wrapped
 from .base import Projector, projector_class
 
 PROJECTION_SPEC = "_subspace_projection_spec"
@@ -142,15 +142,7 @@ class ProjectedSubspace:
     def export(self) -> nn.Module:
         """A plain copy of the model (original classes, no parametrizations) at the current ω."""
         clone = copy.deepcopy(self.model)
-        sub = ProjectedSubspace(clone)
-        with torch.no_grad():
-            values = [getattr(r.module, r.local_name).detach().clone() for r in sub.refs]
-        flags = getattr(clone, PROJECTION_SPEC)["requires_grad"]
-        for module in {id(r.module): r.module for r in sub.refs}.values():
-            module.__class__ = parametrize.type_before_parametrizations(module)
-            del module._modules["parametrizations"]
-        for ref, value, rg in zip(sub.refs, values, flags):
-            ref.module.register_parameter(ref.local_name, nn.Parameter(value, requires_grad=rg))
+        freeze_parametrized(ProjectedSubspace(clone).refs, getattr(clone, PROJECTION_SPEC)["requires_grad"])
         clone.__dict__.pop(PROJECTION_SPEC, None)
         return clone
 
