@@ -77,3 +77,17 @@ def projector_bytes(proj: sp.ProjectedSubspace | None) -> int:
     p = proj.projector
     cached = getattr(p, "_blocks", {})
     return sum(t.numel() * t.element_size() for t in [*p.buffers(), *cached.values()])
+
+
+def step_info(model: str, batch: int, kind: str, backend: str | None = None, bf16: bool = False) -> dict:
+    """The ``extra_info`` every step benchmark records (``run.py`` reads kind, backend and bf16)."""
+    return {
+        "model": model,
+        "batch": batch,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "kind": kind,
+        "backend": backend or "default",
+        "bf16": bf16,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steps import MODELS, make_step, projector_bytes
+from steps import MODELS, make_step, projector_bytes, step_info
 
 CUDA = torch.cuda.is_available()
 MODEL_CASES = [("resnet18", 256), ("resnet50", 64)] if CUDA else [("cnn1d", 64), ("resnet18", 64)]
@@ -38,14 +38,7 @@ def test_projection_step(benchmark, model, batch, kind):
         step()
     benchmark.group = f"projection step {model} b{batch} {device}"
     benchmark.extra_info.update(
-        model=model,
-        batch=batch,
-        device=torch.cuda.get_device_name() if CUDA else "cpu",
-        kind=kind,
-        backend="default",
-        bf16=False,
-        threads=torch.get_num_threads(),
-        torch=torch.__version__,
+        step_info(model, batch, kind),
         p_bytes=projector_bytes(step.projection),
         peak_cuda_bytes=torch.cuda.max_memory_allocated() if CUDA else None,
     )

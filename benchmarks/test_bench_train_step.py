@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steps import make_step
+from steps import make_step, step_info
 
 CUDA = torch.cuda.is_available()
 
@@ -32,14 +32,5 @@ def test_train_step(benchmark, model, batch, device, backend, bf16, kind):
     for _ in range(3):
         step()
     benchmark.group = f"step {model} b{batch} {device}{' bf16' if bf16 else ''}"
-    benchmark.extra_info.update(
-        model=model,
-        batch=batch,
-        device=torch.cuda.get_device_name() if CUDA else "cpu",
-        kind=kind,
-        backend=backend or "default",
-        bf16=bf16,
-        threads=torch.get_num_threads(),
-        torch=torch.__version__,
-    )
+    benchmark.extra_info.update(step_info(model, batch, kind, backend, bf16))
     benchmark.pedantic(step, rounds=15 if not CUDA else 30, warmup_rounds=2, iterations=1)

@@ -204,3 +204,21 @@ def select_by_names(model: nn.Module, names: list[str]) -> list[TensorRef]:
 
 def tensor_of(ref: TensorRef) -> torch.Tensor:
     return getattr(ref.module, ref.local_name)
+
+
+def find_parametrized(model: nn.Module, kind: type[nn.Module], names: list[str]) -> list[TensorRef]:
+    """The tensors of ``model`` carrying a parametrization of type ``kind`` (which has an ``index``),
+    in index order; raises if they are not exactly ``names`` (the model was edited after wrapping)."""
+    found: dict[int, TensorRef] = {}
+    for mod_name, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for pname, plist in module.parametrizations.items():
+                for p in plist:
+                    if isinstance(p, kind):
+                        found[p.index] = TensorRef(module, mod_name, pname)
+    refs = [found[i] for i in sorted(found)]
+    if [r.qualified_name for r in refs] != names:
+        raise SubspaceError(
+            f"the model's {kind.__name__}s do not match its spec (was it edited after wrapping?)"
+        )
+    return refs

@@ -17,7 +17,7 @@ from .geometry import Geometry, geometry_from_spec
 from .ops import resolve_backend, triton_usable
 from .parametrization import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE, SubspaceParametrization
 from .regularizer import cosine_regularizer, is_weight
-from .selection import FilterFn, TensorRef, select_by_names, select_tensors
+from .selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from .vertex_init import VertexInit, resolve_init
 
 SPEC_VERSION = 1
@@ -50,26 +50,10 @@ class Subspace:
         self.layerwise: bool = spec["layerwise"]
         self.tensor_names: list[str] = list(spec["tensors"])
         self.num_groups: int = spec["num_groups"]
-        self.refs: list[TensorRef] = self._find_refs()
+        self.refs: list[TensorRef] = find_parametrized(model, SubspaceParametrization, self.tensor_names)
         self.generator = torch.Generator().manual_seed(_new_seed() if seed is None else seed)
 
     # -- structure ---------------------------------------------------------------------------
-    def _find_refs(self) -> list[TensorRef]:
-        found: dict[int, TensorRef] = {}
-        for mod_name, module in self.model.named_modules():
-            if not parametrize.is_parametrized(module):
-                continue
-            for pname, plist in module.parametrizations.items():
-                for p in plist:
-                    if isinstance(p, SubspaceParametrization):
-                        found[p.index] = TensorRef(module, mod_name, pname)
-        refs = [found[i] for i in sorted(found)]
-        if [r.qualified_name for r in refs] != self.tensor_names:
-            raise SubspaceError(
-                "the model's parametrizations do not match its subspace spec (was it edited?)"
-            )
-        return refs
-
     @property
     def num_vertices(self) -> int:
         return self.geometry.num_vertices

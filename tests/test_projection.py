@@ -301,3 +301,13 @@ def test_peak_memory_of_never_stored_methods_is_far_below_dense(tmp_path) -> Non
         num_params, peak = map(int, out.stdout.split())
         dense_bytes = num_params * 1000 * 4
         assert peak < limit and peak < dense_bytes / 30, (method, num_params, peak)
+
+
+def test_generated_cache_is_dropped_when_the_model_moves() -> None:
+    net, sub = _projected("generated", backend="torch")
+    net(torch.randn(2, 7, dtype=torch.float64))
+    assert sub.projector._blocks
+    net.to(torch.float32)
+    assert not sub.projector._blocks
+    net(torch.randn(2, 7))
+    assert sub.projector._blocks

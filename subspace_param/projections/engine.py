@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import SubspaceError
-from ..selection import FilterFn, TensorRef, select_by_names, select_tensors
+from ..selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from ..subspace import freeze_parametrized, is_wrapped
 from .base import Projector, projector_class
 
@@ -76,22 +76,7 @@ class ProjectedSubspace:
             raise SubspaceError(f"{type(model).__name__} is not wrapped as a projection subspace")
         self.model = model
         self.tensor_names: list[str] = list(spec["tensors"])
-        self.refs: list[TensorRef] = self._find_refs()
-
-    def _find_refs(self) -> list[TensorRef]:
-        found: dict[int, TensorRef] = {}
-        for mod_name, module in self.model.named_modules():
-            if parametrize.is_parametrized(module):
-                for pname, plist in module.parametrizations.items():
-                    for p in plist:
-                        if isinstance(p, ProjectedParametrization):
-                            found[p.index] = TensorRef(module, mod_name, pname)
-        refs = [found[i] for i in sorted(found)]
-        if [r.qualified_name for r in refs] != self.tensor_names:
-            raise SubspaceError(
-                "the model's parametrizations do not match its projection spec (was it edited?)"
-            )
-        return refs
+        self.refs: list[TensorRef] = find_parametrized(model, ProjectedParametrization, self.tensor_names)
 
     @property
     def state(self) -> ProjectionState:

@@ -95,5 +95,9 @@ class GeneratedProjector(Projector):
     def rows(self, omega: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         return _GeneratedRows.apply(omega, self, start, stop)
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        self._blocks.clear()  # .to()/.cuda()/.half(): cached row blocks would stay on the old device
+        return super()._apply(fn, recurse)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, backend={self.backend!r}"
