@@ -32,8 +32,10 @@ def tables(results: dict) -> str:
                 for r in rows
                 if r["extra_info"]["kind"] == "plain"
             }
-            out.append("| kind | backend | median ms | IQR ms | ratio to plain | P bytes | CUDA peak MiB |")
-            out.append("|---|---|---|---|---|---|---|")
+            out.append(
+                "| kind | backend | path | median ms | IQR ms | ratio to plain | P bytes | CUDA peak MiB |"
+            )
+            out.append("|---|---|---|---|---|---|---|---|")
             for r in rows:
                 e, s = r["extra_info"], r["stats"]
                 b = base.get(e["bf16"])
@@ -41,9 +43,21 @@ def tables(results: dict) -> str:
                 peak = e.get("peak_cuda_bytes")
                 peak_mib = f"{peak / 2**20:.0f}" if peak else "–"
                 out.append(
-                    f"| {e['kind']} | {e['backend']} | {s['median'] * 1e3:.1f} | "
+                    f"| {e['kind']} | {e['backend']} | {'fused' if e.get('fused', True) else 'per tensor'} | "
+                    f"{s['median'] * 1e3:.1f} | "
                     f"{s['iqr'] * 1e3:.1f} | {ratio} | {e.get('p_bytes', '–')} | {peak_mib} |"
                 )
+        elif "gbps" not in info0:
+            base = next(
+                (r["extra_info"]["seconds"] for r in rows if r["extra_info"]["case"] == "eager parametrize"),
+                None,
+            )
+            out.append("| contender | median ms | speed-up over eager parametrize |")
+            out.append("|---|---|---|")
+            for r in rows:
+                e = r["extra_info"]
+                speedup = f"{base / e['seconds']:.2f}×" if base else "–"
+                out.append(f"| {e['case']} | {e['seconds'] * 1e3:.2f} | {speedup} |")
         else:
             out.append("| case | median µs | GB/s | % of copy |")
             out.append("|---|---|---|---|")

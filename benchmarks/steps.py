@@ -35,9 +35,11 @@ def make_step(
     backend: str | None = None,
     autocast_bf16: bool = False,
     beta: float = 1.0,
+    fused: bool | None = True,
 ) -> Callable[[], None]:
     """``kind``: ``plain``, ``line``, ``curve``, ``simplex3`` or ``proj-<method>-<d>`` (a random
-    projection subspace of dimension d, e.g. ``proj-generated-1000``)."""
+    projection subspace of dimension d, e.g. ``proj-generated-1000``). ``fused``: True forces one
+    combine per forward, False one per tensor access, None the library's default."""
     torch.manual_seed(0)
     factory, shape, n_classes = MODELS[model_name]
     model = factory().to(device)
@@ -48,7 +50,7 @@ def make_step(
         extra = {"backend": backend} if method == "generated" and backend else {}
         proj = sp.projection(model, int(dim), method=method, seed=0, **extra)
     elif KINDS[kind] is not None:
-        sub = KINDS[kind](model, seed=0, backend=backend)
+        sub = KINDS[kind](model, seed=0, backend=backend, fused=fused)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, n_classes, (batch,), device=device)
@@ -79,7 +81,9 @@ def projector_bytes(proj: sp.ProjectedSubspace | None) -> int:
     return sum(t.numel() * t.element_size() for t in [*p.buffers(), *cached.values()])
 
 
-def step_info(model: str, batch: int, kind: str, backend: str | None = None, bf16: bool = False) -> dict:
+def step_info(
+    model: str, batch: int, kind: str, backend: str | None = None, bf16: bool = False, fused: bool = True
+) -> dict:
     """The ``extra_info`` every step benchmark records (``run.py`` reads kind, backend and bf16)."""
     return {
         "model": model,
@@ -88,6 +92,7 @@ def step_info(model: str, batch: int, kind: str, backend: str | None = None, bf1
         "kind": kind,
         "backend": backend or "default",
         "bf16": bf16,
+        "fused": fused,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

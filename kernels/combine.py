@@ -67,9 +67,13 @@ def combine_op(coefficients: torch.Tensor, vertices: list[torch.Tensor]) -> torc
             vs,
             out,
             n,
+            out,
+            out,
+            out,
             K=len(vs),
             WRITE_OUT=True,
             GRAM=False,
+            SEGMENTED=False,
             ACC=_acc(vs[0]),
             BLOCK=block,
         )
@@ -100,8 +104,8 @@ def combine_grad_op(
     if n:
         block = _block(n)
         combine_bwd[(triton.cdiv(n, block),)](
-            tuple(grads), grad.contiguous(), c, a, vs, n,
-            K=len(vs), HAS_G=has_grad, HAS_A=has_lincomb, ACC=_acc(vs[0]), BLOCK=block,
+            tuple(grads), grad.contiguous(), c, a, vs, n, c, c, c, c,
+            K=len(vs), HAS_G=has_grad, HAS_A=has_lincomb, SEGMENTED=False, ACC=_acc(vs[0]), BLOCK=block,
         )  # fmt: skip
     return grads
 
@@ -123,13 +127,10 @@ def gram_op(vertices: list[torch.Tensor]) -> torch.Tensor:
     partials = torch.zeros(programs, k * (k + 1) // 2, dtype=acc_dtype, device=vs[0].device)
     if n:
         combine_fwd[(programs,)](
-            vs[0], vs[0], vs, partials, n, K=k, WRITE_OUT=False, GRAM=True, ACC=_acc(vs[0]), BLOCK=block
-        )
-    upper = partials.sum(0)
-    g = torch.zeros(k, k, dtype=acc_dtype, device=vs[0].device)
-    iu = torch.triu_indices(k, k, device=vs[0].device)
-    g[iu[0], iu[1]] = upper
-    return g + g.triu(1).T
+            vs[0], vs[0], vs, partials, n, vs[0], vs[0], vs[0],
+            K=k, WRITE_OUT=False, GRAM=True, SEGMENTED=False, ACC=_acc(vs[0]), BLOCK=block,
+        )  # fmt: skip
+    return unpack_upper(partials.sum(0), k)
 
 
 @gram_op.register_fake
@@ -137,6 +138,14 @@ def _(vertices: list[torch.Tensor]) -> torch.Tensor:
     k = len(vertices)
     dtype = torch.float64 if vertices[0].dtype == torch.float64 else torch.float32
     return vertices[0].new_empty((k, k), dtype=dtype)
+
+
+def unpack_upper(upper: torch.Tensor, k: int) -> torch.Tensor:
+    """``(..., K(K+1)/2)`` upper-triangle entries (row-major) → symmetric ``(..., K, K)``."""
+    iu = torch.triu_indices(k, k, device=upper.device)
+    full = upper.new_zeros(*upper.shape[:-1], k, k)
+    full[..., iu[0], iu[1]] = upper
+    return full + full.triu(1).transpose(-1, -2)
 
 
 # -- autograd -------------------------------------------------------------------------------------

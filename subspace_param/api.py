@@ -29,6 +29,7 @@ class WrapOptions(TypedDict, total=False):
     layerwise: bool
     seed: int | None
     backend: str | None
+    fused: bool
 
 
 def line(model: nn.Module, **options: Unpack[WrapOptions]) -> Subspace:

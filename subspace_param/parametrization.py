@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .fused import FUSED_ATTRIBUTE
 from .ops import combine
 
 COEFFICIENTS_BUFFER = "_subspace_coefficients"
@@ -56,6 +57,9 @@ class SubspaceParametrization(nn.Module):
         self._pending: list[torch.Tensor] | None = list(initial_vertices)
 
     def forward(self, *vertices: torch.Tensor) -> torch.Tensor:
+        fused = self._root.__dict__.get(FUSED_ATTRIBUTE)
+        if fused is not None and fused.weights is not None:  # inside a root forward: one launch did all
+            return fused.weights[self.index]
         coefficients = getattr(self._root, COEFFICIENTS_BUFFER)[self.group]
         return combine(coefficients, vertices, self.backend, self.triton_ok)
 

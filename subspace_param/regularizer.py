@@ -91,6 +91,14 @@ class _CosineRegularizer(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+def _check_pairs(k: int, pairs: Sequence[tuple[int, int]]) -> None:
+    if not pairs:
+        raise ValueError("the regulariser needs at least one vertex pair (K ≥ 2)")
+    bad = [(i, j) for i, j in pairs if not (0 <= i < k and 0 <= j < k) or i == j]
+    if bad:
+        raise ValueError(f"vertex pairs {bad} are invalid for K={k} (need 0 ≤ i ≠ j < K)")
+
+
 def cosine_regularizer(
     vertices: Sequence[Sequence[torch.Tensor]],
     pairs: Sequence[tuple[int, int]],
@@ -102,26 +110,23 @@ def cosine_regularizer(
     ``use_triton``: compute it from one fused Gram pass per tensor (Triton kernels)."""
     if not vertices:
         raise ValueError("the regulariser covers no tensor")
-    if not pairs:
-        raise ValueError("the regulariser needs at least one vertex pair (K ≥ 2)")
     k = len(vertices[0])
-    bad = [(i, j) for i, j in pairs if not (0 <= i < k and 0 <= j < k) or i == j]
-    if bad:
-        raise ValueError(f"vertex pairs {bad} are invalid for K={k} (need 0 ≤ i ≠ j < K)")
+    _check_pairs(k, pairs)
     if use_triton:
-        return _cosine_from_grams(vertices, pairs, per_layer)
+        from .kernels.dispatch import gram
+
+        return cosine_from_grams(torch.stack([gram(list(row)) for row in vertices]), pairs, per_layer)
     flat = [v for row in vertices for v in row]
     return _CosineRegularizer.apply(tuple(pairs), per_layer, k, *flat)
 
 
-def _cosine_from_grams(
-    vertices: Sequence[Sequence[torch.Tensor]], pairs: Sequence[tuple[int, int]], per_layer: bool
-) -> torch.Tensor:
-    """The same value from per-tensor Gram matrices computed by one Triton pass over each tensor's
-    vertices; autograd runs through the kernel's fused backward (one pass writing all K gradients)."""
-    from .kernels.dispatch import gram
-
-    grams = torch.stack([gram(list(row)) for row in vertices])  # (|L|, K, K)
+def cosine_from_grams(grams: torch.Tensor, pairs: Sequence[tuple[int, int]], per_layer: bool) -> torch.Tensor:
+    """The same value from per-tensor Gram matrices ``grams[L, a, b] = ⟨V_a^L, V_b^L⟩`` (|L| × K × K),
+    computed by the Triton kernels (one pass per tensor, or the fused forward pass of the whole
+    model); autograd runs through the kernels' fused backward."""
+    if grams.ndim != 3 or grams.shape[0] == 0 or grams.shape[1] != grams.shape[2]:
+        raise ValueError(f"grams must have shape (tensors ≥ 1, K, K), got {tuple(grams.shape)}")
+    _check_pairs(grams.shape[1], pairs)
     terms = []
     for i, j in pairs:
         d, ni, nj = grams[:, i, j], grams[:, i, i], grams[:, j, j]

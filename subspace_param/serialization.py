@@ -139,6 +139,7 @@ def load(
             backend=spec.get("backend"),
             frozen_vertices=spec.get("frozen_vertices", ()),
             tensor_names=spec["tensors"],
+            fused=spec.get("fused", True),
         )
     result = model.load_state_dict(payload["state_dict"], strict=strict)
     if strict and (result.missing_keys or result.unexpected_keys):  # pragma: no cover - strict raises first

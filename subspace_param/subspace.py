@@ -13,10 +13,11 @@ from torch.nn.utils import parametrize
 
 from .batchnorm import reestimate_bn
 from .errors import PointError, SubspaceError
+from .fused import FusedWeights, fused_weights, install, uninstall
 from .geometry import Geometry, geometry_from_spec
 from .ops import resolve_backend, triton_usable
 from .parametrization import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE, SubspaceParametrization
-from .regularizer import cosine_regularizer, is_weight
+from .regularizer import cosine_from_grams, cosine_regularizer, is_weight
 from .selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from .vertex_init import VertexInit, resolve_init
 
@@ -183,7 +184,11 @@ class Subspace:
         ``"all"`` averages over the K(K−1)/2 pairs. ``per_layer`` averages per-tensor cosines
         instead of one global cosine over the concatenated tensors.
         """
-        covered = [row for row in self.vertices() if tensors == "all" or is_weight("", row[0])]
+        rows = self.vertices()
+        covered_index = [i for i, row in enumerate(rows) if tensors == "all" or is_weight("", row[0])]
+        if not covered_index:
+            raise ValueError(f"the regulariser covers no tensor (tensors={tensors!r})")
+        covered = [rows[i] for i in covered_index]
         k = self.num_vertices
         if pairs == "random":
             perm = torch.randperm(k, generator=generator or self.generator)[:2].tolist()
@@ -194,6 +199,13 @@ class Subspace:
             raise ValueError(f"pairs must be 'random' or 'all', got {pairs!r}")
         backend = getattr(self.model, SPEC_ATTRIBUTE)["backend"]
         use_triton = backend == "triton" or (backend == "auto" and covered[0][0].is_cuda and triton_usable())
+        fused = fused_weights(self.model)
+        if use_triton and fused is not None:
+            grams = fused.fresh_gram()
+            if grams is not None:  # computed by the last forward's launch: the backward joins it too
+                index = torch.tensor(covered_index, device=grams.device)
+                return beta * cosine_from_grams(grams.index_select(0, index), chosen, per_layer)
+            fused.want_gram = True  # from the next forward on, the Gram entries come with the weights
         return beta * cosine_regularizer(covered, chosen, per_layer=per_layer, use_triton=use_triton)
 
     # -- evaluation helpers -----------------------------------------------------------------
@@ -249,6 +261,7 @@ def freeze_parametrized(refs: Sequence[TensorRef], requires_grad: Sequence[bool]
 
 
 def _strip(model: nn.Module) -> None:
+    uninstall(model)
     for name in (POINT_BUFFER, COEFFICIENTS_BUFFER):
         if name in model._buffers:
             del model._buffers[name]
@@ -276,6 +289,7 @@ def wrap(
     backend: str | None = None,
     frozen_vertices: Sequence[int] = (),
     tensor_names: Sequence[str] | None = None,
+    fused: bool | None = None,
 ) -> Subspace:
     """Turn ``model`` in place into a subspace of networks of the given geometry.
 
@@ -291,6 +305,10 @@ def wrap(
         backend: ``"auto"`` | ``"torch"`` | ``"triton"`` for the weight combination.
         frozen_vertices: vertex indices whose parameters get ``requires_grad=False``.
         tensor_names: explicit qualified names instead of ``filter_fn`` (used by :func:`load`).
+        fused: materialise all covered tensors with one combine per forward of ``model`` (vertices
+            in flat buffers, see :mod:`subspace_param.fused`). None (default): on CUDA and on the
+            Triton backend, not for CPU tensors on the PyTorch backend (slower there, see
+            ``benchmarks/RESULTS.md``); False: always one combine per tensor access.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -345,17 +363,21 @@ def wrap(
             "requires_grad": requires_grad,
             "frozen_vertices": sorted(frozen_vertices),
             "backend": backend,
+            "fused": fused,
         },
     )
     # plain attribute in __dict__ (not a buffer/child): survives deepcopy, ignored by state_dict
+    groups = [group_of[id(r.module)] if layerwise else 0 for r in refs]
     try:
         for i, (r, verts) in enumerate(zip(refs, vertices)):
-            group = group_of[id(r.module)] if layerwise else 0
-            p = SubspaceParametrization(model, i, group, verts, backend, triton_ok)
+            p = SubspaceParametrization(model, i, groups[i], verts, backend, triton_ok)
             parametrize.register_parametrization(r.module, r.local_name, p)
             plist = getattr(r.module.parametrizations, r.local_name)
             for v in frozen_vertices:
                 getattr(plist, f"original{v}").requires_grad_(False)
+        if fused is not False:
+            names = [r.qualified_name for r in refs]
+            install(model, FusedWeights(names, groups, k, backend, triton_ok, always=bool(fused)))
     except Exception:
         _undo(model, refs)
         raise
