@@ -15,9 +15,9 @@ import os
 import torch
 import triton
 
+from .dispatch import MAX_VERTICES
 from .triton_kernels import combine_bwd, combine_fwd
 
-MAX_VERTICES = 8
 
 
 def _interpreting() -> bool:

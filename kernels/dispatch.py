@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 import torch
 
+#: the Triton kernels unroll over the vertices: K ≤ MAX_VERTICES (more vertices use PyTorch ops)
+MAX_VERTICES = 8
+
 
 @functools.cache
 def triton_available() -> bool:

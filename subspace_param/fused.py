@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ops import combine_torch
+from .ops import combine_torch, uses_triton
 
 FUSED_ATTRIBUTE = "_subspace_fused"
 
@@ -80,6 +80,7 @@ class FusedWeights:
         self._flats: list[torch.Tensor] = []
         self._ptrs: list[list[int]] = []
         self._tables: dict[Any, Any] = {}
+        self._built_for: torch.device | None = None
         self._last_gram: tuple[torch.Tensor, tuple[int, ...], object] | None = None
         self.weights = None
 
@@ -112,17 +113,16 @@ class FusedWeights:
         return self.always or device.type == "cuda" or self.use_triton(device)
 
     def use_triton(self, device: torch.device) -> bool:
-        return self.backend == "triton" or (
-            self.backend == "auto" and self.triton_ok and device.type == "cuda"
-        )
+        return uses_triton(self.backend, self.triton_ok, device, self.num_vertices)
 
     def build(self, root: nn.Module) -> None:
         """Find the vertex parameters and move them into flat buffers (at wrap time, and whenever
         the layout was lost)."""
-        from .parametrization import SubspaceParametrization
+        from .parametrization import COEFFICIENTS_BUFFER, SubspaceParametrization
         from .selection import find_parametrized
 
         self._reset()
+        self._built_for = getattr(root, COEFFICIENTS_BUFFER).device
         refs = find_parametrized(root, SubspaceParametrization, self.tensor_names)
         plists = [getattr(r.module.parametrizations, r.local_name) for r in refs]
         params = [[getattr(pl, f"original{k}") for k in range(self.num_vertices)] for pl in plists]
@@ -186,10 +186,13 @@ class FusedWeights:
             return False
         from .parametrization import COEFFICIENTS_BUFFER
 
-        if not self.wanted(getattr(root, COEFFICIENTS_BUFFER).device):
+        device = getattr(root, COEFFICIENTS_BUFFER).device
+        if not self.wanted(device):
             return False
         if self._params is None:
             self.build(root)
+        if self.unsupported is not None and device != self._built_for:
+            self.build(root)  # e.g. layerwise on the PyTorch backend, moved to CUDA since
         if self.unsupported is not None or self._params is None:
             return False
         state = self._state()

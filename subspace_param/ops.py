@@ -43,15 +43,25 @@ def triton_usable() -> bool:
     return triton_available()
 
 
+def uses_triton(backend: str, triton_ok: bool, device: torch.device, num_vertices: int) -> bool:
+    """The backend decision: Triton when forced (``backend="triton"``), or with ``"auto"`` for CUDA
+    tensors when Triton can run (``triton_ok``, resolved once at wrap time, so nothing is looked up
+    inside a compiled graph) and K ≤ the kernels' MAX_VERTICES."""
+    if backend == "triton":
+        return True
+    from .kernels.dispatch import MAX_VERTICES
+
+    return backend == "auto" and triton_ok and device.type == "cuda" and num_vertices <= MAX_VERTICES
+
+
 def combine(
     coefficients: torch.Tensor,
     vertices: Sequence[torch.Tensor],
     backend: str = "auto",
     triton_ok: bool = False,
 ) -> torch.Tensor:
-    """``w = Σ_k c_k V_k``: Triton when ``backend="triton"``, or ``"auto"`` with CUDA tensors and
-    ``triton_ok`` (resolved once at wrap time, so nothing is looked up inside a compiled graph)."""
-    if backend == "triton" or (backend == "auto" and triton_ok and vertices[0].is_cuda):
+    """``w = Σ_k c_k V_k`` on the backend :func:`uses_triton` picks."""
+    if uses_triton(backend, triton_ok, vertices[0].device, len(vertices)):
         from .kernels.combine import combine_op
 
         return combine_op(coefficients, list(vertices))

@@ -15,7 +15,8 @@ from .batchnorm import reestimate_bn
 from .errors import PointError, SubspaceError
 from .fused import FusedWeights, fused_weights, install, uninstall
 from .geometry import Geometry, geometry_from_spec
-from .ops import resolve_backend, triton_usable
+from .kernels.dispatch import MAX_VERTICES
+from .ops import resolve_backend, triton_usable, uses_triton
 from .parametrization import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE, SubspaceParametrization
 from .regularizer import cosine_from_grams, cosine_regularizer, is_weight
 from .selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
@@ -198,7 +199,7 @@ class Subspace:
         else:
             raise ValueError(f"pairs must be 'random' or 'all', got {pairs!r}")
         backend = getattr(self.model, SPEC_ATTRIBUTE)["backend"]
-        use_triton = backend == "triton" or (backend == "auto" and covered[0][0].is_cuda and triton_usable())
+        use_triton = uses_triton(backend, triton_usable(), covered[0][0].device, k)
         fused = fused_weights(self.model)
         if use_triton and fused is not None:
             grams = fused.fresh_gram()
@@ -327,6 +328,11 @@ def wrap(
             "imported, to run the kernels on CPU); use backend='torch' or SUBSPACE_PARAM_BACKEND=torch"
         )
     k = geometry.num_vertices
+    if backend == "triton" and k > MAX_VERTICES:
+        raise SubspaceError(
+            f"backend='triton' takes at most {MAX_VERTICES} vertices, a {geometry.describe()} has {k}; "
+            "use backend='auto' (PyTorch ops above that) or backend='torch'"
+        )
     bad = [v for v in frozen_vertices if not 0 <= v < k]
     if bad:
         raise ValueError(f"frozen_vertices {bad} out of range for a {geometry.describe()}")

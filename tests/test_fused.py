@@ -325,3 +325,61 @@ def test_torch_compile_of_a_fused_model_traces_the_per_tensor_ops():
     eager = model(x)
     compiled = torch.compile(model, backend="eager")
     torch.testing.assert_close(compiled(x), eager)
+
+
+@pytest.mark.gpu
+def test_fused_triton_bf16_vertices_on_gpu():
+    """bf16 is checked on GPU only (the interpreter computes bf16 wrongly)."""
+    model = Bag(dtype=torch.bfloat16)
+    sub = sp.simplex(model, 3, seed=0)  # auto on CUDA: Triton, fused
+    sub.set_point([0.2, 0.3, 0.5])
+    xs = [torch.randn(*s, dtype=torch.bfloat16, device="cuda") for s in SHAPES]
+    vertices = [[v.detach().clone() for v in row] for row in sub.vertices()]
+    loss = model(xs) + sub.regularizer(0.5, pairs="all")
+    loss = model(xs) + sub.regularizer(0.5, pairs="all")  # second call: Gram entries from the forward
+    loss.backward()
+    covered = [i for i, s in enumerate(SHAPES) if len(s) >= 2]
+    ref_loss, ref_grads = _reference(
+        vertices, sub.coefficients, xs, 0.5, [(0, 1), (0, 2), (1, 2)], False, covered
+    )
+    assert fused_weights(model).launches == 2
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-2, atol=2e-1)
+    for p, g in zip(sub.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad.double(), g, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_fused_triton_autocast_step_matches_per_tensor_on_gpu():
+    a = small_cnn().cuda()
+    b = copy.deepcopy(a)
+    sa, sb = sp.line(a, seed=0), sp.line(b, seed=0, fused=False)
+    x = torch.randn(8, 3, 16, 16, device="cuda")
+    for sub, model in ((sa, a), (sb, b)):
+        sub.set_point(0.3)
+        sub.regularizer(1.0)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(x).float().square().mean()
+        (loss + sub.regularizer(1.0)).backward()
+    assert fused_weights(a).launches == 1 and fused_weights(b) is None
+    for pa, pb in zip(sa.parameters(), sb.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_compiled_fused_model_on_gpu_matches_eager():
+    model = small_cnn().cuda()
+    sp.line(model, seed=0)
+    x = torch.randn(4, 3, 16, 16, device="cuda")
+    model.eval()
+    eager = model(x)
+    torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), eager, rtol=1e-4, atol=1e-4)
+
+
+def test_more_vertices_than_the_kernels_unroll():
+    with pytest.raises(sp.SubspaceError, match="at most 8 vertices"):
+        sp.simplex(small_mlp(), 9, backend="triton")
+    model = small_mlp()
+    sub = sp.simplex(model, 9, seed=0)  # auto: PyTorch ops for K > 8, on every device
+    sub.sample()
+    x = torch.randn(2, model[0].in_features, dtype=torch.float64)
+    torch.testing.assert_close(model(x), sub.export()(x))
