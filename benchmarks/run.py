@@ -18,6 +18,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _path(extra: dict) -> str:
+    if extra["kind"] == "plain" or extra["kind"].startswith("proj-"):
+        return "–"
+    return "fused" if extra.get("fused", True) else "per tensor"
+
+
 def tables(results: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for b in results["benchmarks"]:
@@ -43,7 +49,7 @@ def tables(results: dict) -> str:
                 peak = e.get("peak_cuda_bytes")
                 peak_mib = f"{peak / 2**20:.0f}" if peak else "–"
                 out.append(
-                    f"| {e['kind']} | {e['backend']} | {'fused' if e.get('fused', True) else 'per tensor'} | "
+                    f"| {e['kind']} | {e['backend']} | {_path(e)} | "
                     f"{s['median'] * 1e3:.1f} | "
                     f"{s['iqr'] * 1e3:.1f} | {ratio} | {e.get('p_bytes', '–')} | {peak_mib} |"
                 )

@@ -48,12 +48,14 @@ def _eager_formula(coefficients, rows, covered, pair):
 
 
 def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[], None]:
+    """The measured call for one contender; ``step.subspace`` is the handle (for launch counts)."""
     torch.manual_seed(0)
     model = MODELS[model_name][0]().to(DEVICE)
     backend = "triton" if "triton" in contender else "torch"
     fused = contender.startswith("fused")
     sub = KINDS[kind](model, seed=0, backend=backend, fused=fused)
     refs = sub.refs
+    params = list(sub.parameters())
     grads = [torch.randn_like(getattr(r.module, r.local_name)) for r in refs]
     one = torch.ones((), device=DEVICE)
     sync = torch.cuda.synchronize if CUDA else (lambda: None)
@@ -64,6 +66,8 @@ def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[],
 
         def step() -> None:
             sub.sample()
+            for p in params:  # as after optimizer.zero_grad(): gradients are stored, not added
+                p.grad = None
             perm = torch.randperm(sub.num_vertices, generator=sub.generator)[:2].tolist()
             c = sub.model._subspace_coefficients[0]
             weights, reg = compiled(c, rows, covered, (min(perm), max(perm)))
@@ -74,6 +78,8 @@ def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[],
 
     def step() -> None:
         sub.sample()
+        for p in params:
+            p.grad = None
         with materialized(model):
             weights = [getattr(r.module, r.local_name) for r in refs]
             reg = sub.regularizer(1.0)

@@ -71,7 +71,8 @@ class FusedWeights:
         self.weights: list[torch.Tensor] | None = None
         #: why the fused path cannot be used for this model (None: it can)
         self.unsupported: str | None = None
-        self.launches = 0  # forward materialisations done by the fused path (for tests/benchmarks)
+        #: forwards materialised by the fused path (each one launch on the Triton backend)
+        self.fused_forwards = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -223,7 +224,7 @@ class FusedWeights:
         params = [p for row in self._params for p in row]
         flat_w, gram = _FlatCombine.apply(self, token, coefficients, with_gram, *params)
         self._last_gram = (gram, self.versions(), token) if with_gram else None
-        self.launches += 1
+        self.fused_forwards += 1
         return [w.view(row[0].shape) for w, row in zip(flat_w.split(self.sizes), self._params)]
 
     def versions(self) -> tuple[int, ...]:

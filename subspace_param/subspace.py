@@ -184,6 +184,10 @@ class Subspace:
         ``pairs="random"`` draws one unordered pair i ≠ j per call (the reference's choice);
         ``"all"`` averages over the K(K−1)/2 pairs. ``per_layer`` averages per-tensor cosines
         instead of one global cosine over the concatenated tensors.
+
+        On the fused Triton path, call it *after* the forward: from the second call on, the Gram
+        entries come from the forward's own launch, and the regulariser's gradient joins the weight
+        gradient in one backward launch (otherwise one Gram pass per tensor is made here).
         """
         rows = self.vertices()
         covered_index = [i for i, row in enumerate(rows) if tensors == "all" or is_weight("", row[0])]

@@ -215,3 +215,26 @@ def test_ddp_two_processes_equal_single_process(tmp_path, kind) -> None:
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["world_size"] == 2
     for k in single:
         torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_bench_materialise_table_and_launch_counts(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "subspace_param.cli", "bench", "-k",
+         "materialize and cnn1d and line and not compile"],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "| eager parametrize |" in out.stdout and "| fused torch |" in out.stdout
+    counts = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "launches.py"), "--models", "cnn1d", "--out",
+         str(tmp_path / "launches.json")],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert counts.returncode == 0, counts.stderr[-2000:]
+    rows = {r["contender"]: r for r in json.loads((tmp_path / "launches.json").read_text())}
+    tensors = rows["fused triton"]["tensors"]
+    assert rows["fused triton"]["triton_launches"] == 2  # one forward, one backward, for all tensors
+    assert rows["per-tensor triton"]["triton_launches"] >= 2 * tensors
+    assert rows["eager parametrize"]["aten_ops"] > 3 * tensors  # a combine and K gradients per tensor
+    assert rows["fused triton"]["aten_ops"] < rows["eager parametrize"]["aten_ops"]

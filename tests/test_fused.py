@@ -172,7 +172,7 @@ def test_fused_matches_per_tensor_path_on_a_cnn(backend):
     (yb.square().sum() + sb.regularizer(0.5)).backward()
     for pa, pb in zip(sa.parameters(), sb.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-10, atol=1e-12)
-    assert fused_weights(a).launches == 1 and fused_weights(b) is None
+    assert fused_weights(a).fused_forwards == 1 and fused_weights(b) is None
 
 
 def test_fused_layerwise_triton_uses_one_row_per_module(monkeypatch):
@@ -203,7 +203,7 @@ def test_layerwise_on_the_torch_backend_falls_back_per_tensor():
     sub.sample()
     x = torch.randn(3, model[0].in_features, dtype=torch.float64)
     torch.testing.assert_close(model(x), sub.export()(x))
-    assert fused.launches == 0
+    assert fused.fused_forwards == 0
 
 
 def test_by_default_cpu_tensors_on_the_torch_backend_are_not_fused():
@@ -214,7 +214,7 @@ def test_by_default_cpu_tensors_on_the_torch_backend_are_not_fused():
     storages = {p.untyped_storage().data_ptr() for p in sub.parameters()}
     assert len(storages) == len(list(sub.parameters()))
     model(torch.randn(2, model[0].in_features, dtype=torch.float64))
-    assert fused.launches == 0
+    assert fused.fused_forwards == 0
 
 
 def test_vertices_are_views_of_one_flat_buffer_per_vertex():
@@ -342,7 +342,7 @@ def test_fused_triton_bf16_vertices_on_gpu():
     ref_loss, ref_grads = _reference(
         vertices, sub.coefficients, xs, 0.5, [(0, 1), (0, 2), (1, 2)], False, covered
     )
-    assert fused_weights(model).launches == 2
+    assert fused_weights(model).fused_forwards == 2
     torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-2, atol=2e-1)
     for p, g in zip(sub.parameters(), ref_grads):
         torch.testing.assert_close(p.grad.double(), g, rtol=2e-2, atol=2e-2)
@@ -360,7 +360,7 @@ def test_fused_triton_autocast_step_matches_per_tensor_on_gpu():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(x).float().square().mean()
         (loss + sub.regularizer(1.0)).backward()
-    assert fused_weights(a).launches == 1 and fused_weights(b) is None
+    assert fused_weights(a).fused_forwards == 1 and fused_weights(b) is None
     for pa, pb in zip(sa.parameters(), sb.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-4)
 
