@@ -19,7 +19,6 @@ from .dispatch import MAX_VERTICES
 from .triton_kernels import combine_bwd, combine_fwd
 
 
-
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 

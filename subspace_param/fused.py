@@ -43,8 +43,9 @@ class FusedWeights:
     """Flat vertex storage and the single-launch forward of one wrapped model.
 
     A plain object in the root model's ``__dict__`` (not a module or buffer): ``state_dict`` never
-    sees its tensors, and ``deepcopy``/pickling give a fresh, unbuilt instance (the copy's own
-    parameters are flattened at its first forward).
+    sees its tensors, and ``deepcopy`` gives a fresh, unbuilt instance (the copy's own parameters
+    are flattened at its first forward). Pickling a parametrized model is refused by PyTorch itself;
+    ``sp.save``/``sp.load`` go through ``state_dict``.
 
     Args:
         tensor_names: the covered tensors, in parametrization index order.
@@ -91,17 +92,6 @@ class FusedWeights:
         )
         fresh.want_gram = self.want_gram
         return fresh
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in ("tensor_names", "groups", "num_vertices", "backend", "triton_ok", "always", "want_gram")
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        keys = ("tensor_names", "groups", "num_vertices", "backend", "triton_ok", "always")
-        self.__init__(*(state[k] for k in keys))  # type: ignore[misc]
-        self.want_gram = state["want_gram"]
 
     # -- layout ------------------------------------------------------------------------------
     @property
