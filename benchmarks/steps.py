@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -96,3 +97,21 @@ def step_info(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def median_seconds(fn: Callable[[], object], warmup: int = 3, rounds: int = 15, rep_ms: int = 100) -> float:
+    """Seconds per call, median. On GPU ``triton.testing.do_bench`` (CUDA events, L2 flushed,
+    ``rep_ms`` of repetitions after its own warm-up); on CPU ``rounds`` wall-clock calls after
+    ``warmup`` calls."""
+    if torch.cuda.is_available():
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") / 1e3
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]

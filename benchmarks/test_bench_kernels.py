@@ -9,11 +9,11 @@ run (the Triton interpreter is a correctness tool, its timings mean nothing), at
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
 import torch
+from steps import median_seconds
 
 from subspace_param.ops import combine_torch
 
@@ -21,22 +21,6 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 SIZES = [10**4, 10**5, 10**6, 16 * 10**6, 10**8] if CUDA else [10**5, 10**6, 10**7]
 KS = [2, 3, 5]
-
-
-def _time(fn: Callable[[], object]) -> float:
-    """Seconds per call (median)."""
-    if CUDA:
-        import triton.testing
-
-        return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(15):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2]
 
 
 def _eager(c, vs):
@@ -71,8 +55,8 @@ def test_combine_forward_bandwidth(benchmark, n, k, contender):
     c = torch.full((k,), 1.0 / k, device=DEVICE)
     src = torch.randn(n, device=DEVICE)
     dst = torch.empty_like(src)
-    copy_s = _time(lambda: dst.copy_(src))
-    s = _time(lambda: fn(c, vs))
+    copy_s = median_seconds(lambda: dst.copy_(src))
+    s = median_seconds(lambda: fn(c, vs))
     moved = (k + 1) * n * 4
     benchmark.group = f"combine fwd K={k}"
     benchmark.extra_info.update(
@@ -96,8 +80,8 @@ def test_combine_backward_bandwidth(benchmark, n, k):
     a = torch.zeros(k, k, device=DEVICE)
     src = torch.randn(n, device=DEVICE)
     dst = torch.empty_like(src)
-    copy_s = _time(lambda: dst.copy_(src))
-    s = _time(lambda: combine_grad_op(c, g, a, vs, True, False))
+    copy_s = median_seconds(lambda: dst.copy_(src))
+    s = median_seconds(lambda: combine_grad_op(c, g, a, vs, True, False))
     moved = (k + 1) * n * 4
     benchmark.group = f"combine bwd K={k}"
     benchmark.extra_info.update(

@@ -18,12 +18,11 @@ and a simplex of 3 vertices.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
 import torch
-from steps import MODELS
+from steps import MODELS, median_seconds
 
 import subspace_param as sp
 from subspace_param.fused import materialized
@@ -89,19 +88,6 @@ def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[],
     return step
 
 
-def _median_seconds(fn: Callable[[], None]) -> float:
-    if CUDA:
-        import triton.testing
-
-        return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") / 1e3
-    ts = []
-    for _ in range(15):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2]
-
-
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
@@ -109,7 +95,7 @@ def test_materialize_with_regularizer(benchmark, model_name, kind, contender):
     step = make_materialize(model_name, kind, contender)
     for _ in range(3):  # compilation, autotuning and the first Gram request happen here
         step()
-    seconds = _median_seconds(step)
+    seconds = median_seconds(step, warmup=0, rep_ms=200)
     n = sum(p.numel() for p in MODELS[model_name][0]().parameters())
     benchmark.group = f"materialise + regulariser {model_name} {kind} ({n / 1e6:.1f} M params)"
     benchmark.extra_info.update(
