@@ -81,7 +81,7 @@ class FusedWeights:
         self._plists: list[nn.Module] = []
         self._flats: list[torch.Tensor] = []
         self._ptrs: list[list[int]] = []
-        self._tables: dict[Any, Any] = {}
+        self._tables: dict[Any, Any] = {}  # chunk tables and Gram row indices, per device
         self._built_for: torch.device | None = None
         self._last_gram: tuple[torch.Tensor, tuple[int, ...], object] | None = None
         self.weights = None
@@ -223,15 +223,21 @@ class FusedWeights:
         assert self._params is not None
         return tuple(p._version for row in self._params for p in row)
 
-    def fresh_gram(self) -> torch.Tensor | None:
-        """The (L, K, K) Gram matrices of the last forward, if the vertices did not change since and
-        its backward has not run yet (then the regulariser can join that backward)."""
+    def fresh_gram(self, tensors: Sequence[int] | None = None) -> torch.Tensor | None:
+        """The Gram matrices of the last forward, (L, K, K) or the rows of ``tensors`` only, if the
+        vertices did not change since and its backward has not run yet (then the regulariser can
+        join that backward)."""
         if self._last_gram is None:
             return None
         gram, versions, _ = self._last_gram
         if versions != self.versions() or gram.requires_grad != torch.is_grad_enabled():
             return None
-        return gram
+        if tensors is None or len(tensors) == gram.shape[0]:
+            return gram
+        key = (tuple(tensors), gram.device)
+        if key not in self._tables:  # cached: no host-to-device copy per step
+            self._tables[key] = torch.tensor(tensors, device=gram.device)
+        return gram.index_select(0, self._tables[key])
 
 
 class _FlatCombine(torch.autograd.Function):
@@ -250,7 +256,7 @@ class _FlatCombine(torch.autograd.Function):
             w, gram = combine_torch(coefficients[0], flats), None
         ctx.set_materialize_grads(False)
         ctx.fused, ctx.token, ctx.table, ctx.flats = fused, token, table, flats
-        ctx.versions = fused.versions()
+        ctx.versions = fused.versions() if with_gram else None  # only the Gram gradient reads vertices
         ctx.save_for_backward(coefficients)
         if gram is None:
             gram = w.new_zeros(0)

@@ -206,10 +206,9 @@ class Subspace:
         use_triton = uses_triton(backend, triton_usable(), covered[0][0].device, k)
         fused = fused_weights(self.model)
         if use_triton and fused is not None:
-            grams = fused.fresh_gram()
+            grams = fused.fresh_gram(covered_index)
             if grams is not None:  # computed by the last forward's launch: the backward joins it too
-                index = torch.tensor(covered_index, device=grams.device)
-                return beta * cosine_from_grams(grams.index_select(0, index), chosen, per_layer)
+                return beta * cosine_from_grams(grams, chosen, per_layer)
             fused.want_gram = True  # from the next forward on, the Gram entries come with the weights
         return beta * cosine_regularizer(covered, chosen, per_layer=per_layer, use_triton=use_triton)
 
@@ -361,6 +360,7 @@ def wrap(
     model.register_buffer(
         COEFFICIENTS_BUFFER, torch.zeros(num_groups, k, dtype=buf_dtype, device=first.device)
     )
+    # plain attribute in __dict__ (not a buffer/child): survives deepcopy, ignored by state_dict
     object.__setattr__(
         model,
         SPEC_ATTRIBUTE,
@@ -376,7 +376,6 @@ def wrap(
             "fused": fused,
         },
     )
-    # plain attribute in __dict__ (not a buffer/child): survives deepcopy, ignored by state_dict
     groups = [group_of[id(r.module)] if layerwise else 0 for r in refs]
     try:
         for i, (r, verts) in enumerate(zip(refs, vertices)):
