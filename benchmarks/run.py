@@ -96,6 +96,11 @@ def main() -> None:
             "no:cacheprovider",
             "--rootdir",
             str(HERE),
+            # steps.py is imported by name; importlib mode leaves sys.path alone otherwise, so an
+            # installed subspace_param is not shadowed by the checkout
+            "--import-mode=importlib",
+            "-o",
+            f"pythonpath={HERE}",
         ]
         if a.k:
             cmd += ["-k", a.k]

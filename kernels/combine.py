@@ -15,7 +15,7 @@ import os
 import torch
 import triton
 
-from .dispatch import MAX_VERTICES
+from .limits import MAX_VERTICES
 from .triton_kernels import combine_bwd, combine_fwd
 
 

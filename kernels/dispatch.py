@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import torch
 
-#: the Triton kernels unroll over the vertices: K ≤ MAX_VERTICES (more vertices use PyTorch ops)
-MAX_VERTICES = 8
+from .limits import MAX_VERTICES
+
+__all__ = ["MAX_VERTICES", "gram", "triton_available"]
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .experiments.runs import KINDS, RunConfig, evaluate_points, load_run, train_run
+from .errors import NonFiniteError, SubspaceError
+from .experiments.runs import DEFAULT_DDP_TIMEOUT, KINDS, RunConfig, evaluate_points, load_run, train_run
 from .io import markdown_table, save_figure, write_json, write_text
 from .projections import available_methods
 
@@ -88,9 +90,12 @@ def cmd_train(a: argparse.Namespace) -> None:
         _config(a),
         a.out,
         resume=a.resume,
+        overwrite=a.overwrite,
         stop_after_epoch=a.stop_after_epoch,
         progress=not a.no_progress,
         device=a.device,
+        on_nonfinite=a.on_nonfinite,
+        ddp_timeout=a.ddp_timeout,
     )
     last = summary["history"][-1]
     print(
@@ -123,6 +128,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if (Path(a.run) / "swa.pt").exists():
         _, swa, _, _ = load_run(a.run, which="swa")
         results["SWA"] = evaluate_points(swa, data, None, {"m": None})["m"]
+    nonfinite = [
+        f"{name} {metric}" for name, row in results.items() for metric, v in row.items() if not np.isfinite(v)
+    ]
     rows = [{"point": k, **v} for k, v in results.items()]
     out = Path(a.out or a.run)
     write_json(out / "evaluation.json", {"run": str(a.run), "results": results})
@@ -143,6 +151,11 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         save_figure(fig, out / "accuracy_along_path.png")
         plt.close(fig)
     print(markdown_table(rows))
+    if nonfinite:
+        raise NonFiniteError(
+            f"{a.run}: non-finite metrics ({', '.join(nonfinite[:6])}): the model's outputs are NaN or "
+            "infinite (a diverged run?); the table above and evaluation.json say where"
+        )
 
 
 def cmd_connect(a: argparse.Namespace) -> None:
@@ -242,9 +255,19 @@ def cmd_intrinsic_dim(a: argparse.Namespace) -> None:
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    runner = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-    if not runner.exists():
-        raise SystemExit(f"bench runs the suite of a source checkout; {runner} does not exist")
+    # the suite lives in a checkout: --suite, else ./benchmarks, else the checkout of an editable install
+    candidates = (
+        [Path(a.suite)]
+        if a.suite
+        else [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[1] / "benchmarks"]
+    )
+    runner = next((c / "run.py" for c in candidates if (c / "run.py").exists()), None)
+    if runner is None:
+        raise SystemExit(
+            "bench runs the benchmark suite of a source checkout; no run.py in "
+            + ", ".join(str(c) for c in candidates)
+            + " (run it from the checkout's root or pass --suite PATH/benchmarks)"
+        )
     cmd = (
         [sys.executable, str(runner)] + (["-k", a.k] if a.k else []) + (["--json", a.json] if a.json else [])
     )
@@ -282,6 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue from --out/checkpoint.pt (same result as uninterrupted)",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in --out (otherwise refused)"
+    )
+    t.add_argument(
+        "--on-nonfinite",
+        default="stop",
+        choices=["stop", "skip"],
+        help="a NaN/inf loss or gradient stops the run, keeping the last good checkpoint (stop), or the "
+        "step is skipped and counted in the history (skip)",
+    )
+    t.add_argument(
+        "--ddp-timeout",
+        type=float,
+        default=DEFAULT_DDP_TIMEOUT,
+        help="seconds a DDP collective waits for a stuck peer before the run fails",
+    )
+    t.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun on CUDA: SyncBatchNorm, so 2 processes × B normalise like 1 × 2B",
     )
     t.add_argument("--stop-after-epoch", type=int, default=None, help="checkpoint and stop after this epoch")
     t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
@@ -353,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run the benchmark suite (pytest-benchmark) and print markdown tables")
     b.add_argument("-k", default=None, help="pytest -k expression selecting benchmarks")
     b.add_argument("--json", default=None, help="keep pytest-benchmark's JSON here")
+    b.add_argument(
+        "--suite", default=None, help="the benchmarks/ folder of a checkout (default: ./benchmarks)"
+    )
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser(
@@ -366,8 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a subcommand. A library error (a bad or missing file, a diverged run, a run directory in
+    use) is printed as one line and exits with status 1 (``SUBSPACE_PARAM_TRACEBACK=1``: re-raised)."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (SubspaceError, ValueError) as e:
+        if os.environ.get("SUBSPACE_PARAM_TRACEBACK") == "1" or argv is not None:
+            raise
+        print(f"subspace-param {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

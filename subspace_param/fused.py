@@ -34,9 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .names import COEFFICIENTS_BUFFER, FUSED_ATTRIBUTE
 from .ops import combine_torch, uses_triton
-
-FUSED_ATTRIBUTE = "_subspace_fused"
 
 
 class FusedWeights:
@@ -109,7 +108,7 @@ class FusedWeights:
     def build(self, root: nn.Module) -> None:
         """Find the vertex parameters and move them into flat buffers (at wrap time, and whenever
         the layout was lost)."""
-        from .parametrization import COEFFICIENTS_BUFFER, SubspaceParametrization
+        from .parametrization import SubspaceParametrization
         from .selection import find_parametrized
 
         self._reset()
@@ -175,7 +174,6 @@ class FusedWeights:
         """True when the fused forward can run now (rebuilding the flat layout if it was lost)."""
         if torch.compiler.is_compiling():
             return False
-        from .parametrization import COEFFICIENTS_BUFFER
 
         device = getattr(root, COEFFICIENTS_BUFFER).device
         if not self.wanted(device):
@@ -304,8 +302,6 @@ def _materialize(root: nn.Module, args: Any) -> None:
         return
     fused.weights = None
     if fused.ready(root):
-        from .parametrization import COEFFICIENTS_BUFFER
-
         fused.weights = fused.materialize(getattr(root, COEFFICIENTS_BUFFER))
 
 
@@ -318,7 +314,6 @@ def _release(root: nn.Module, args: Any, output: Any) -> None:
 def install(root: nn.Module, fused: FusedWeights) -> None:
     """Attach ``fused`` to ``root`` and register the two hooks; the vertices are flattened now if the
     fused path applies on the model's device, else at the first forward where it does."""
-    from .parametrization import COEFFICIENTS_BUFFER
 
     object.__setattr__(root, FUSED_ATTRIBUTE, fused)
     if fused.wanted(getattr(root, COEFFICIENTS_BUFFER).device):

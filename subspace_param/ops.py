@@ -49,7 +49,7 @@ def uses_triton(backend: str, triton_ok: bool, device: torch.device, num_vertice
     inside a compiled graph) and K ≤ the kernels' MAX_VERTICES."""
     if backend == "triton":
         return True
-    from .kernels.dispatch import MAX_VERTICES
+    from .kernels.limits import MAX_VERTICES
 
     return backend == "auto" and triton_ok and device.type == "cuda" and num_vertices <= MAX_VERTICES
 

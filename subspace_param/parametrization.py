@@ -15,12 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .fused import FUSED_ATTRIBUTE
+from .names import COEFFICIENTS_BUFFER, FUSED_ATTRIBUTE
 from .ops import combine
-
-COEFFICIENTS_BUFFER = "_subspace_coefficients"
-POINT_BUFFER = "_subspace_point"
-SPEC_ATTRIBUTE = "_subspace_spec"
 
 
 class SubspaceParametrization(nn.Module):

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ArchitectureMismatchError, SubspaceError
+from .errors import ArchitectureMismatchError, FileReadError
 from .geometry import geometry_from_spec
 from .io import atomic_write
 from .projections import ProjectedSubspace, get_projection, is_projected, projection
+from .safe_load import load_file
 from .subspace import Subspace, get_subspace, is_wrapped, wrap
 from .vertex_init import Copy
 
@@ -46,15 +47,18 @@ def save(subspace: Subspace | ProjectedSubspace, path: str | os.PathLike[str]) -
 
 
 def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no subspace file at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, not a torch file, unsafe pickle, …
-        raise SubspaceError(f"{path} is not a subspace-param file ({type(e).__name__}: {e})") from None
+    payload = load_file(path, "subspace-param file", hint="write one with sp.save(handle, path)")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise SubspaceError(f"{path} is not a subspace-param file (no '{FORMAT}' header)")
+        looks_like = (
+            "a plain state_dict: load it with model.load_state_dict(torch.load(path, weights_only=True))"
+            if isinstance(payload, dict)
+            and payload
+            and all(isinstance(v, torch.Tensor) for v in payload.values())
+            else f"a {type(payload).__name__}"
+        )
+        raise FileReadError(
+            path, f"is not a subspace-param file (no '{FORMAT}' header; it holds {looks_like})"
+        )
     return payload
 
 

@@ -13,11 +13,13 @@ from torch.nn.utils import parametrize
 
 from .batchnorm import reestimate_bn
 from .errors import PointError, SubspaceError
+from .finite import check_finite
 from .fused import FusedWeights, fused_weights, install, uninstall
 from .geometry import Geometry, geometry_from_spec
-from .kernels.dispatch import MAX_VERTICES
+from .kernels.limits import MAX_VERTICES
+from .names import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE
 from .ops import resolve_backend, triton_usable, uses_triton
-from .parametrization import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE, SubspaceParametrization
+from .parametrization import SubspaceParametrization
 from .regularizer import cosine_from_grams, cosine_regularizer, is_weight
 from .selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from .vertex_init import VertexInit, resolve_init
@@ -228,6 +230,21 @@ class Subspace:
         ctx = self.at(point, extrapolate=extrapolate) if point is not None else contextlib.nullcontext()
         with ctx:
             reestimate_bn(self.model, loader, num_batches=num_batches, device=device)
+
+    def check_finite(
+        self, loss: torch.Tensor | float | None = None, *, where: str = "", values: bool = False
+    ) -> None:
+        """Raise :class:`~subspace_param.errors.NonFiniteError` if ``loss`` or any vertex gradient
+        (``values=True``: any vertex too) is NaN or infinite, naming the tensors (``name[vertex k]``).
+
+        Call it after ``loss.backward()`` and before ``opt.step()``, so a diverged step never
+        reaches the weights; the library's loops do."""
+        named = [
+            (f"{name}[vertex {k}]", v)
+            for name, row in zip(self.tensor_names, self.vertices())
+            for k, v in enumerate(row)
+        ]
+        check_finite(loss, named, where=where, values=values)
 
     def export(self, point: PointLike | None = None, *, extrapolate: bool = False) -> nn.Module:
         """A plain copy of the model (original classes, no parametrizations) at ``point``

@@ -19,6 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .errors import NonFiniteError
+from .finite import nonfinite_problems
 from .metrics import classification_metrics
 from .subspace import Subspace
 
@@ -32,6 +34,9 @@ class TrainConfig:
     uses Adam with ``betas`` (the intrinsic-dimension recipe: lr 3e-3, betas (0.9, 0.99),
     ``schedule="constant"``). ``point_weight_decay`` adds ½·wd·‖w(point)‖² of the covered tensors
     at the sampled point (Garipov et al.'s curve objective; use with ``weight_decay=0``).
+    ``on_nonfinite``: a step whose loss or gradients are NaN/inf raises
+    :class:`~subspace_param.errors.NonFiniteError` naming the epoch and step (``"stop"``, default)
+    or is skipped without an optimizer step and counted in the history's ``skipped`` (``"skip"``).
     """
 
     epochs: int = 30
@@ -45,8 +50,13 @@ class TrainConfig:
     beta: float = 1.0
     point_weight_decay: float = 0.0
     num_samples: int = 1
+    on_nonfinite: Literal["stop", "skip"] = "stop"
     progress: bool = True
     desc: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"TrainConfig.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -82,9 +92,12 @@ def train(
 ) -> list[dict[str, float]]:
     """Train ``model`` (a plain model, or a wrapped one when ``subspace`` is given: a point is
     drawn per chunk of each batch) and return per-epoch metrics (``epoch``, ``step``, ``loss``,
-    ``train_acc``, ``lr``, and ``test_loss``/``test_acc`` on ``eval_loader`` when given, at the
-    current point)."""
+    ``train_acc``, ``lr``, ``skipped`` (non-finite steps skipped), and ``test_loss``/``test_acc``
+    on ``eval_loader`` when given, at the current point). A non-finite loss or gradient stops
+    training with :class:`~subspace_param.errors.NonFiniteError` before the optimizer step, so
+    the weights stay those of the last good step (``cfg.on_nonfinite="skip"`` skips it instead)."""
     opt = make_optimizer(model, cfg)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
@@ -93,8 +106,8 @@ def train(
     bar = tqdm(range(cfg.epochs), desc=cfg.desc, disable=not cfg.progress, leave=False)
     for epoch in bar:
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in loader:
+        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
+        for i, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
             lr = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
             for group in opt.param_groups:
@@ -106,6 +119,7 @@ def train(
             else:
                 chunks = subspace.iter_samples(x, y, num_samples=cfg.num_samples)
                 n_chunks = cfg.num_samples
+            step_loss, step_correct, reg_value = 0.0, 0, 0.0
             for xc, yc in chunks:
                 logits = model(xc)
                 loss = F.cross_entropy(logits, yc) / n_chunks
@@ -113,19 +127,35 @@ def train(
                     sq = sum(getattr(r.module, r.local_name).square().sum() for r in subspace.refs)
                     loss = loss + 0.5 * cfg.point_weight_decay * sq / n_chunks
                 loss.backward()
-                loss_sum += loss.item() * x.shape[0]
-                correct += int((logits.argmax(1) == yc).sum())
+                step_loss += loss.item()
+                step_correct += int((logits.argmax(1) == yc).sum())
             if subspace is not None and cfg.beta > 0:
-                subspace.regularizer(cfg.beta).backward()
-            opt.step()
-            seen += x.shape[0]
+                reg = subspace.regularizer(cfg.beta)
+                reg.backward()
+                reg_value = float(reg.detach())
             step += 1
+            problems = nonfinite_problems(step_loss + reg_value, trainable)
+            if problems:
+                where = f"epoch {epoch + 1}, step {step} (batch {i + 1} of {steps_per_epoch})"
+                if cfg.on_nonfinite == "stop":
+                    raise NonFiniteError(
+                        f"non-finite {', '.join(problems)} at {where}: training diverged; the weights are "
+                        "those of the last good step (lower the learning rate, or on_nonfinite='skip')"
+                    )
+                skipped += 1
+                opt.zero_grad(set_to_none=True)
+                continue
+            loss_sum += step_loss * x.shape[0]
+            correct += step_correct
+            seen += x.shape[0]
+            opt.step()
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "loss": loss_sum / seen,
-            "train_acc": correct / seen,
+            "loss": loss_sum / seen if seen else float("nan"),
+            "train_acc": correct / seen if seen else float("nan"),
             "lr": lr,
+            "skipped": skipped,
         }
         if eval_loader is not None:
             m = metrics(*predict(model, eval_loader, device))

@@ -262,8 +262,10 @@ def test_bad_input_errors() -> None:
         sp.projection(small_mlp(), dim=3, method="nope")
     with pytest.raises(ValueError, match="dim must be a positive int"):
         sp.projection(small_mlp(), dim=0)
-    with pytest.raises(MemoryError, match=r"method='dense' would store a 148 × 1,000 matrix"):
-        sp.projection(small_mlp(), dim=1000, method="dense", max_bytes=1000)
+    with pytest.raises(MemoryError, match=r"method='dense' would store a 148 × 100 matrix"):
+        sp.projection(small_mlp(), dim=100, method="dense", max_bytes=1000)
+    with pytest.raises(ValueError, match="dim=149 exceeds the 148 scalars of the 4 covered tensors"):
+        sp.projection(small_mlp(), dim=149)
     with pytest.raises(ValueError, match="orthonormal' needs dim ≤ D = 148"):
         sp.projection(small_mlp(), dim=149, method="orthonormal")
     with pytest.raises(TypeError, match="method='fastfood'"):

@@ -88,7 +88,7 @@ def _runs(
     for name, cfg in specs.items():
         d = root / dataset / f"noise{noise:g}" / f"seed{seed}" / name
         if not (d / "summary.json").exists():  # finished runs are reused: the report can be resumed
-            train_run(cfg, d, resume=True, progress=progress)
+            train_run(cfg, d, resume=(d / "checkpoint.pt").exists(), progress=progress)
             trained += 1
         dirs[name] = d
     return dirs, trained

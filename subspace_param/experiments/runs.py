@@ -11,15 +11,25 @@ RNG states, optimizer state and subspace sampler are checkpointed).
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in ``DistributedDataParallel``; every
 rank draws the same subspace point at each step (the point sampler has one shared seed), each
 rank gets ``batch_size`` examples and the loss (task + β·cos²) is back-propagated once per step.
+The process group gets a timeout (``ddp_timeout``, 5 minutes by default), so a stuck peer fails the
+run instead of blocking it for gloo's 30 minutes. BatchNorm layers normalise over each rank's own
+``batch_size`` examples unless ``sync_bn`` converts them to ``SyncBatchNorm`` (CUDA only).
+
+A run never lies: it holds an exclusive lock on its directory and refuses to overwrite a run there
+(:mod:`.rundir`); a NaN/inf loss or gradient stops it (or, with ``on_nonfinite="skip"``, skips the
+step and counts it) with the last good checkpoint kept; every file is read with
+``weights_only=True`` (:mod:`subspace_param.safe_load`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -34,11 +44,15 @@ from tqdm.auto import tqdm
 from .. import api
 from ..batchnorm import reestimate_bn
 from ..data import Dataset, load_dataset, with_label_noise
+from ..errors import FileReadError, MissingFileError, NonFiniteError, RunDirectoryError
+from ..finite import nonfinite_problems
 from ..io import atomic_write, write_json, write_text
 from ..models import build_model
 from ..projections import projection
+from ..safe_load import load_file
 from ..subspace import Subspace
 from ..training import lr_at, metrics, predict
+from .rundir import claim_run_directory
 
 Kind = Literal["standard", "line", "curve", "chain", "simplex", "projection"]
 KINDS = ("standard", "line", "curve", "chain", "simplex", "projection")
@@ -76,6 +90,8 @@ class RunConfig:
     fge_cycle: int = 0
     fge_start: float = 0.8
     fge_lr: tuple[float, float] = (0.05, 0.0005)
+    # distributed
+    sync_bn: bool = False
     # data
     data_root: str = "data"
     download: bool = False
@@ -91,9 +107,26 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> RunConfig:
-        raw = json.loads(Path(path).read_text())
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(
+                path, "no such file: not a run directory (a `subspace-param train` run writes config.json)"
+            )
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FileReadError(path, f"is not a readable run config ({type(e).__name__}: {e})") from None
+        if not isinstance(raw, dict):
+            raise FileReadError(path, f"is not a run config (a JSON object), it holds a {type(raw).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise FileReadError(path, f"is not a valid run config: {e}") from None
+
+    def as_json(self) -> dict[str, Any]:
+        """The config as ``config.json`` holds it (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -101,10 +134,13 @@ def load_data(cfg: RunConfig) -> Dataset:
     return with_label_noise(data, cfg.label_noise, seed=0) if cfg.label_noise > 0 else data
 
 
-def build(cfg: RunConfig, data: Dataset) -> tuple[nn.Module, Subspace | None]:
-    """The model of the run, wrapped as its kind asks (seeded by ``cfg.seed``)."""
+def build(cfg: RunConfig, data: Dataset, *, sync_bn: bool = False) -> tuple[nn.Module, Subspace | None]:
+    """The model of the run, wrapped as its kind asks (seeded by ``cfg.seed``). ``sync_bn``
+    converts BatchNorm to SyncBatchNorm first (it must happen before wrapping)."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     options = {"seed": cfg.seed, "layerwise": cfg.layerwise}
     if cfg.kind == "line":
         return model, api.line(model, **options)
@@ -125,11 +161,63 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by torchrun (gloo on CPU, nccl with CUDA)."""
+DEFAULT_DDP_TIMEOUT = 300.0
+
+
+def init_distributed(timeout: float = DEFAULT_DDP_TIMEOUT) -> tuple[int, int]:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl with CUDA). A
+    collective that waits longer than ``timeout`` seconds for a peer fails instead of hanging."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() else "gloo", timeout=datetime.timedelta(seconds=timeout)
+        )
     return _world()
+
+
+def _agree(rank: int, world: int, message: str | None) -> str | None:
+    """Rank 0's ``message`` on every rank (so that all ranks fail together, none waits for a peer)."""
+    if world == 1:
+        return message
+    box = [message if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _any_rank(world: int, flag: bool, device: str) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "history", "elapsed", "rng")
+
+
+def read_checkpoint(path: Path, cfg: RunConfig, device: str) -> dict[str, Any]:
+    """``checkpoint.pt`` of this run (``weights_only=True``), checked to be a run checkpoint of ``cfg``."""
+    ck = load_file(path, "run checkpoint", map_location=device, hint="restart the run with --overwrite")
+    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        kind = (
+            "a plain state_dict"
+            if isinstance(ck, dict) and ck and all(isinstance(v, torch.Tensor) for v in ck.values())
+            else f"a {type(ck).__name__}"
+        )
+        raise FileReadError(
+            path,
+            f"is not a subspace-param run checkpoint (it holds {kind}, without the entries "
+            f"{', '.join(CHECKPOINT_KEYS)}); restart the run with --overwrite",
+        )
+    saved = ck.get("config")
+    if saved is not None and saved != cfg.as_json():
+        diff = sorted(k for k in set(saved) | set(cfg.as_json()) if saved.get(k) != cfg.as_json().get(k))
+        raise FileReadError(
+            path,
+            "was written by a run with another config ("
+            + ", ".join(f"{k}: {saved.get(k)!r} there, {cfg.as_json().get(k)!r} here" for k in diff)
+            + "); resume with the options of config.json",
+        )
+    return ck
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -155,24 +243,65 @@ def train_run(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     stop_after_epoch: int | None = None,
     progress: bool = True,
     device: str | None = None,
+    on_nonfinite: str = "stop",
+    ddp_timeout: float = DEFAULT_DDP_TIMEOUT,
 ) -> dict[str, Any]:
     """Train the run described by ``cfg`` into ``out_dir`` and return its summary.
 
     Files: ``config.json``, ``history.{csv,json}``, ``checkpoint.pt`` (every epoch, atomic),
     ``model.pt`` (the final subspace via :func:`subspace_param.save`, or the model's state_dict),
     ``swa.pt`` / ``fge.pt`` for the baselines. ``stop_after_epoch`` ends early after
-    checkpointing (to split a run into jobs); ``resume`` continues from the checkpoint.
+    checkpointing (to split a run into jobs); ``resume`` continues from the checkpoint;
+    ``overwrite`` replaces a run already in ``out_dir`` (otherwise refused). A non-finite loss or
+    gradient raises :class:`~subspace_param.errors.NonFiniteError` before the optimizer step,
+    keeping the last epoch's checkpoint (``on_nonfinite="skip"``: the step is skipped and counted
+    in the history's ``skipped``).
     """
+    if on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
     out = Path(out_dir)
-    rank, world = init_distributed()
+    rank, world = init_distributed(ddp_timeout)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and world > 1:
         device = f"cuda:{rank % torch.cuda.device_count()}"
+    if cfg.sync_bn and not device.startswith("cuda"):
+        raise ValueError(
+            "sync_bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); on CPU each rank's "
+            "BatchNorm normalises over its own batch"
+        )
+    lock, refused = None, None
+    if rank == 0:
+        try:
+            lock = claim_run_directory(out, resume=resume, overwrite=overwrite)
+        except RunDirectoryError as e:
+            refused = str(e)
+    refused = _agree(rank, world, refused)
+    if refused:
+        raise RunDirectoryError(refused)
+    try:
+        return _train(cfg, out, rank, world, device, resume, stop_after_epoch, progress, on_nonfinite)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: RunConfig,
+    out: Path,
+    rank: int,
+    world: int,
+    device: str,
+    resume: bool,
+    stop_after_epoch: int | None,
+    progress: bool,
+    on_nonfinite: str,
+) -> dict[str, Any]:
     data = load_data(cfg)
-    model, sub = build(cfg, data)
+    model, sub = build(cfg, data, sync_bn=cfg.sync_bn and world > 1)
     model.to(device)
     if sub is not None:  # one seed for every rank: the same point everywhere
         sub.generator.manual_seed(cfg.seed)
@@ -192,6 +321,19 @@ def train_run(
     )
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True)
     steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch size {cfg.batch_size} × {world} process(es) exceeds the {len(train_set)} training samples"
+        )
+    dropped = len(train_set) - steps_per_epoch * cfg.batch_size * world
+    if dropped and rank == 0 and not resume:
+        print(
+            f"[run] {dropped} of {len(train_set)} training samples ({100 * dropped / len(train_set):.1f}%) "
+            f"are left out of each epoch: {world} process(es) × batch {cfg.batch_size} (drop_last); "
+            "the sampler reshuffles every epoch, so a different subset is left out each time",
+            file=sys.stderr,
+        )
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = cfg.epochs * steps_per_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     swa_model = torch.optim.swa_utils.AveragedModel(model) if cfg.swa else None
@@ -202,10 +344,18 @@ def train_run(
     start_epoch, step, elapsed = 0, 0, 0.0
 
     ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+    if resume:
+        ck = read_checkpoint(ckpt_path, cfg, device)
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0][:300]
+            raise FileReadError(
+                ckpt_path,
+                f"does not fit this run's model ({cfg.model}, kind {cfg.kind}): {first}; "
+                "resume with the options of config.json, or restart with --overwrite",
+            ) from None
         start_epoch, step, history, elapsed = ck["epoch"], ck["step"], ck["history"], ck["elapsed"]
         torch.set_rng_state(ck["rng"])
         if sub is not None:
@@ -214,13 +364,13 @@ def train_run(
             swa_model.load_state_dict(ck["swa"])
         fge_snapshots = ck.get("fge", [])
     elif rank == 0:
-        write_json(out / "config.json", dataclasses.asdict(cfg))
+        write_json(out / "config.json", cfg.as_json())
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         net.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
         bar = tqdm(
             loader,
             desc=f"{cfg.kind} epoch {epoch + 1}/{cfg.epochs}",
@@ -239,21 +389,40 @@ def train_run(
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             task = torch.zeros((), device=device)
+            step_correct = 0
             if sub is None:
                 logits = net(x)
                 task = F.cross_entropy(logits, y)
-                correct += int((logits.argmax(1) == y).sum())
+                step_correct += int((logits.argmax(1) == y).sum())
             else:
                 for xc, yc in sub.iter_samples(x, y, num_samples=cfg.num_samples):
                     logits = net(xc)
                     task = task + F.cross_entropy(logits, yc) * (len(yc) / len(y))
-                    correct += int((logits.argmax(1) == yc).sum())
+                    step_correct += int((logits.argmax(1) == yc).sum())
             loss = task + sub.regularizer(cfg.beta) if sub is not None and cfg.beta > 0 else task
             loss.backward()  # one backward per step: DDP all-reduces task and regulariser gradients together
+            step += 1
+            problems = nonfinite_problems(loss, trainable)
+            if _any_rank(world, bool(problems), device):  # every rank skips or stops together
+                where = f"epoch {epoch + 1}, step {step} (batch {i + 1} of {steps_per_epoch})"
+                if on_nonfinite == "stop":
+                    kept = (
+                        f"the last good checkpoint ({ckpt_path}, epoch {epoch}) is kept"
+                        if epoch > 0
+                        else "no checkpoint was written (it diverged in the first epoch)"
+                    )
+                    what = ", ".join(problems) or "values on another rank"
+                    raise NonFiniteError(
+                        f"{out}: non-finite {what} at {where}: the run diverged; {kept}. Lower --lr, "
+                        "or pass --on-nonfinite skip to skip such steps"
+                    )
+                skipped += 1
+                opt.zero_grad(set_to_none=True)
+                continue
             opt.step()
             loss_sum += float(task.detach()) * len(y)
+            correct += step_correct
             seen += len(y)
-            step += 1
         if swa_model is not None and epoch >= swa_epoch:
             swa_model.update_parameters(model)
         if (
@@ -268,8 +437,9 @@ def train_run(
                 "epoch": epoch + 1,
                 "step": step,
                 "lr": lr,
-                "train_loss": loss_sum / seen,
-                "train_acc": correct / (seen * 1.0),
+                "train_loss": loss_sum / seen if seen else float("nan"),
+                "train_acc": correct / seen if seen else float("nan"),
+                "skipped": skipped,
                 "seconds": elapsed,
             }
         )
@@ -285,6 +455,7 @@ def train_run(
                 "point_rng": sub.generator.get_state() if sub is not None else None,
                 "swa": swa_model.state_dict() if swa_model is not None else None,
                 "fge": fge_snapshots,
+                "config": cfg.as_json(),
             }
             atomic_write(ckpt_path, lambda f, state=state: torch.save(state, f))
             write_text(out / "history.csv", _csv(history))
@@ -300,6 +471,9 @@ def train_run(
         "seconds": elapsed,
         "history": history,
         "world_size": world,
+        "samples_per_epoch": steps_per_epoch * cfg.batch_size * world,
+        "samples_dropped_per_epoch": dropped,
+        "skipped_steps": sum(int(h.get("skipped", 0)) for h in history),
     }
     if rank == 0:
         write_json(out / "summary.json", summary)
@@ -337,12 +511,19 @@ def load_run(
     data = load_data(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
-    if which == "swa":
-        model.load_state_dict(torch.load(run_dir / "swa.pt", weights_only=True))
+    if which not in ("model", "swa"):
+        raise ValueError(f"which must be 'model' or 'swa', got {which!r}")
+    if which == "swa" or cfg.kind == "standard":
+        path = run_dir / f"{which}.pt"
+        state = load_file(path, f"{which} state_dict", hint="the run has not finished: resume it")
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:300]
+            raise FileReadError(path, f"does not fit the run's model ({cfg.model}): {first}") from None
         return cfg, model, None, data
-    if cfg.kind == "standard":
-        model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
-        return cfg, model, None, data
+    if not (run_dir / "model.pt").exists():
+        raise MissingFileError(run_dir / "model.pt", "no such file: the run has not finished (resume it)")
     handle = load(run_dir / "model.pt", model)
     return cfg, model, handle if isinstance(handle, Subspace) else None, data
 

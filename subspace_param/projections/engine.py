@@ -196,6 +196,13 @@ def projection(
         else select_tensors(model, filter_fn)
     )
     tensors = [getattr(r.module, r.local_name) for r in refs]
+    num_scalars = sum(t.numel() for t in tensors)
+    if dim > num_scalars:
+        raise ValueError(
+            f"dim={dim:,} exceeds the {num_scalars:,} scalars of the {len(tensors)} covered tensors of "
+            f"{type(model).__name__}: a random subspace must be smaller than the space it lies in "
+            f"(choose dim ≤ {num_scalars:,}, or train the model directly)"
+        )
     device = tensors[0].device
     dtype = tensors[0].dtype if tensors[0].dtype == torch.float64 else torch.float32
     segments, start = [], 0
