@@ -14,12 +14,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import recurrent
 from .errors import SubspaceError
 
 FilterFn = Callable[[nn.Module, str], bool]
 
-#: Module types whose forward does not read parameters through attribute access on every call.
-_UNSUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase,)
+#: Module types whose forward does not read parameters through attribute access on every call
+#: (recurrent layers are supported through :mod:`subspace_param.recurrent` where PyTorch allows it).
+_UNSUPPORTED_TYPES: tuple[type[nn.Module], ...] = () if recurrent.supported() else (nn.RNNBase,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,8 @@ class ModelReport:
     problems: list[str]
     norm_layers: list[str]
     without_reset_parameters: list[str]
+    #: tied parameters: secondary name → primary name (one set of vertices, see :mod:`subspace_param.ties`)
+    shared: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -64,6 +68,9 @@ class ModelReport:
                 "initialised by moment-matched normal draws (owner has no reset_parameters): "
                 + ", ".join(self.without_reset_parameters)
             )
+        if self.shared:
+            lines.append(f"{len(self.shared)} tied name(s), sharing their primary's vertices")
+            lines += [f"  = {n} is {primary}" for n, primary in self.shared.items()]
         lines += [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -97,9 +104,12 @@ def has_reset_parameters(module: nn.Module) -> bool:
 def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelReport:
     """Report which tensors would be wrapped, which are skipped and why, and what is unsupported.
 
-    Problems (each makes the one-call wrappers raise): the model is already wrapped; a selected
-    parameter is shared by several modules (tied weights would silently untie); a selected
-    parameter belongs to a module that caches its weights (RNNs); the filter selects nothing.
+    Tied parameters (one Parameter under several names) are reported in ``shared``: they enter
+    the subspace once, under their first name, if that name is selected. Problems (each makes the
+    one-call wrappers raise): the model is already wrapped; a selected parameter is also a buffer
+    (that tie cannot be kept); a selected
+    parameter belongs to a recurrent module and this PyTorch does not re-read its flat weights
+    (recurrent layers work otherwise, see :mod:`subspace_param.recurrent`); the filter selects nothing.
     """
     filter_fn = filter_fn or default_filter
     selected: list[str] = []
@@ -108,11 +118,23 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
     norm_layers: list[str] = []
     no_reset: list[str] = []
 
-    owners: dict[int, list[str]] = {}
-    for mod_name, module in model.named_modules(remove_duplicate=False):
+    # the first (module, name) holding a Parameter is its primary; other (module, name) pairs holding
+    # the same object are tied to it (a module reused under two names is one owner, not a tie)
+    primary_of: dict[int, str] = {}
+    seen_slots: set[tuple[int, str]] = set()
+    for mod_name, module in model.named_modules():
         for pname, p in module._parameters.items():
-            if p is not None:
-                owners.setdefault(id(p), []).append(f"{mod_name}.{pname}" if mod_name else pname)
+            if p is not None and (id(module), pname) not in seen_slots:
+                seen_slots.add((id(module), pname))
+                primary_of.setdefault(id(p), f"{mod_name}.{pname}" if mod_name else pname)
+    buffer_names = {
+        id(b): f"{mod_name}.{bname}" if mod_name else bname
+        for mod_name, module in model.named_modules()
+        for bname, b in module._buffers.items()
+        if b is not None
+    }
+    shared: dict[str, str] = {}
+    verdict: dict[str, bool] = {}  # primary name → selected
 
     for mod_name, module in model.named_modules():
         if _is_ours(module):
@@ -127,6 +149,19 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
             if p is None:
                 continue
             qname = f"{mod_name}.{pname}" if mod_name else pname
+            if primary_of[id(p)] != qname:  # a tied name follows its primary
+                primary = primary_of[id(p)]
+                if verdict.get(primary):
+                    shared[qname] = primary
+                else:
+                    skipped.append((qname, f"tied to {primary}, which is not in the subspace"))
+                continue
+            if id(p) in buffer_names:
+                problems.append(
+                    f"parameter {qname} is also the buffer {buffer_names[id(p)]}; a tie between a parameter "
+                    "and a buffer cannot be kept — exclude it with filter_fn"
+                )
+                continue
             if not p.is_floating_point():
                 skipped.append((qname, f"dtype {p.dtype} is not floating point"))
                 continue
@@ -143,19 +178,16 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
                     "exclude it with filter_fn"
                 )
                 continue
-            if len(owners[id(p)]) > 1:
-                problems.append(
-                    f"parameter {qname} is shared with {', '.join(n for n in owners[id(p)] if n != qname)}; "
-                    "tied weights cannot be parametrized separately — exclude them with filter_fn"
-                )
-                continue
             if isinstance(module, _UNSUPPORTED_TYPES):
                 problems.append(
-                    f"parameter {qname} belongs to {type(module).__name__}, which caches flat weights and "
-                    "would ignore the subspace — exclude it with filter_fn"
+                    f"parameter {qname} belongs to {type(module).__name__}, which caches flat weights; "
+                    f"this PyTorch ({torch.__version__}) does not re-read them (no "
+                    "RNNBase._weights_have_changed), so the subspace would be ignored — upgrade PyTorch "
+                    "or exclude it with filter_fn"
                 )
                 continue
             selected.append(qname)
+            verdict[qname] = True
             if not has_reset_parameters(module) and qname not in no_reset:
                 no_reset.append(qname)
     if not selected and not any("already part of a subspace" in p for p in problems):
@@ -165,7 +197,7 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
             f"{'…' if len(skipped) > 5 else ''}); "
             "check filter_fn"
         )
-    return ModelReport(selected, skipped, problems, norm_layers, no_reset)
+    return ModelReport(selected, skipped, problems, norm_layers, no_reset, shared)
 
 
 def select_tensors(model: nn.Module, filter_fn: FilterFn | None = None) -> list[TensorRef]:
@@ -214,8 +246,8 @@ def find_parametrized(model: nn.Module, kind: type[nn.Module], names: list[str])
         if parametrize.is_parametrized(module):
             for pname, plist in module.parametrizations.items():
                 for p in plist:
-                    if isinstance(p, kind):
-                        found[p.index] = TensorRef(module, mod_name, pname)
+                    if isinstance(p, kind):  # a tied name shares its primary's list: keep the first
+                        found.setdefault(p.index, TensorRef(module, mod_name, pname))
     refs = [found[i] for i in sorted(found)]
     if [r.qualified_name for r in refs] != names:
         raise SubspaceError(

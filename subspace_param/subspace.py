@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import recurrent, ties
 from .batchnorm import reestimate_bn
 from .errors import PointError, SubspaceError
 from .finite import check_finite
@@ -254,7 +255,8 @@ class Subspace:
         sub = Subspace(clone, seed=0)
         if point is not None:
             sub.set_point(point, extrapolate=extrapolate)
-        freeze_parametrized(sub.refs, getattr(clone, SPEC_ATTRIBUTE)["requires_grad"])
+        spec = getattr(clone, SPEC_ATTRIBUTE)
+        freeze_parametrized(sub.refs, spec["requires_grad"], clone, spec.get("ties", {}))
         _strip(clone)
         return clone
 
@@ -265,24 +267,35 @@ class Subspace:
         )
 
 
-def freeze_parametrized(refs: Sequence[TensorRef], requires_grad: Sequence[bool]) -> None:
+def freeze_parametrized(
+    refs: Sequence[TensorRef],
+    requires_grad: Sequence[bool],
+    model: nn.Module | None = None,
+    tie_map: dict[str, str] | None = None,
+) -> None:
     """In place, on a *deep copy* of a wrapped model: replace every parametrized tensor by a plain
-    Parameter holding its current value (with the original ``requires_grad``).
+    Parameter holding its current value (with the original ``requires_grad``); every tied name of
+    ``tie_map`` (secondary → primary) then holds its primary's Parameter again.
 
     A deep copy shares the parametrized *class* with the original, so ``remove_parametrizations``
     (which deletes the class property) would break the original: the instance class is swapped back.
     """
+    tie_map = tie_map or {}
     with torch.no_grad():
         values = [getattr(r.module, r.local_name).detach().clone() for r in refs]
-    for module in {id(r.module): r.module for r in refs}.values():
+    modules = [r.module for r in refs] + (ties.secondary_modules(model, tie_map) if model is not None else [])
+    for module in {id(m): m for m in modules}.values():
         module.__class__ = parametrize.type_before_parametrizations(module)
         del module._modules["parametrizations"]
     for ref, value, rg in zip(refs, values, requires_grad):
         ref.module.register_parameter(ref.local_name, nn.Parameter(value, requires_grad=rg))
+    if model is not None:
+        ties.retie(model, tie_map)
 
 
 def _strip(model: nn.Module) -> None:
     uninstall(model)
+    recurrent.uninstall(model)
     for name in (POINT_BUFFER, COEFFICIENTS_BUFFER):
         if name in model._buffers:
             del model._buffers[name]
@@ -360,6 +373,10 @@ def wrap(
         refs = select_by_names(model, list(tensor_names))
     else:
         refs = select_tensors(model, filter_fn)
+    tied = ties.secondary_refs(model, refs)  # before parametrizing: the tied Parameters are still in place
+    tie_map = {sec.qualified_name: refs[i].qualified_name for sec, i in tied}
+    # the very Parameter objects, so that a failed wrap can put them back (identity, ties, requires_grad)
+    saved = [(r, getattr(r.module, r.local_name)) for r in [*refs, *(sec for sec, _ in tied)]]
     init_strategy = resolve_init(init, seed)
     vertices = init_strategy.vertices(refs, k)
     requires_grad = [bool(getattr(r.module, r.local_name).requires_grad) for r in refs]
@@ -391,6 +408,7 @@ def wrap(
             "frozen_vertices": sorted(frozen_vertices),
             "backend": backend,
             "fused": fused,
+            "ties": tie_map,
         },
     )
     groups = [group_of[id(r.module)] if layerwise else 0 for r in refs]
@@ -401,24 +419,28 @@ def wrap(
             plist = getattr(r.module.parametrizations, r.local_name)
             for v in frozen_vertices:
                 getattr(plist, f"original{v}").requires_grad_(False)
+        for sec, i in tied:
+            ties.share(refs[i], sec)
+        recurrent.install(r.module for r in refs)
         if fused is not False:
             names = [r.qualified_name for r in refs]
             install(model, FusedWeights(names, groups, k, backend, triton_ok, always=bool(fused)))
     except Exception:
-        _undo(model, refs)
+        _undo(model, saved, tie_map)
         raise
     sub = Subspace(model, seed=seed)
     sub.set_point(geometry.center())
     return sub
 
 
-def _undo(model: nn.Module, refs: Sequence[TensorRef]) -> None:
-    """Roll back a half-done wrap: every tensor gets back its vertex 0 (its original value)."""
-    with torch.no_grad():
-        for r in refs:
-            if parametrize.is_parametrized(r.module, r.local_name):
-                plist = getattr(r.module.parametrizations, r.local_name)
-                original = plist.original0.detach().clone()
-                parametrize.remove_parametrizations(r.module, r.local_name, leave_parametrized=True)
-                getattr(r.module, r.local_name).copy_(original)
+def _undo(model: nn.Module, saved: Sequence[tuple[TensorRef, nn.Parameter]], tie_map: dict[str, str]) -> None:
+    """Roll back a half-done wrap: every covered name (tied names too) gets back the very Parameter
+    object it had, so the model, its ties and any optimizer built on it are as before."""
+    ties.unshare(model, tie_map)
+    for ref, original in saved:
+        if parametrize.is_parametrized(ref.module, ref.local_name):
+            parametrize.remove_parametrizations(ref.module, ref.local_name, leave_parametrized=True)
+        if hasattr(ref.module, ref.local_name):
+            delattr(ref.module, ref.local_name)
+        ref.module.register_parameter(ref.local_name, original)
     _strip(model)

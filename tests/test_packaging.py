@@ -114,8 +114,9 @@ def test_every_module_imports() -> None:
         importlib.import_module(name)
 
 
-def _imports(path: Path, module: str, is_package: bool) -> set[str]:
-    """Every subspace_param module that ``module`` imports, at top level or inside a function."""
+def _imports(path: Path, module: str, is_package: bool, modules: set[str]) -> set[str]:
+    """Every subspace_param module that ``module`` imports, at top level or inside a function
+    (``from pkg import name`` imports the submodule ``pkg.name`` if there is one, else ``pkg``)."""
     package = module if is_package else module.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -126,7 +127,8 @@ def _imports(path: Path, module: str, is_package: bool) -> set[str]:
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
-            out |= {target} | {f"{target}.{a.name}" for a in node.names}
+            for a in node.names:
+                out.add(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target)
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
     return out
@@ -135,7 +137,7 @@ def _imports(path: Path, module: str, is_package: bool) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
     return {
-        name: {t for t in _imports(f, name, is_pkg) if t in modules and t != name}
+        name: {t for t in _imports(f, name, is_pkg, set(modules)) if t in modules and t != name}
         for name, (f, is_pkg) in modules.items()
     }
 

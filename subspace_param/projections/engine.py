@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .. import recurrent, ties
 from ..errors import SubspaceError
 from ..selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from ..subspace import freeze_parametrized, is_wrapped
@@ -127,8 +128,10 @@ class ProjectedSubspace:
     def export(self) -> nn.Module:
         """A plain copy of the model (original classes, no parametrizations) at the current ω."""
         clone = copy.deepcopy(self.model)
-        freeze_parametrized(ProjectedSubspace(clone).refs, getattr(clone, PROJECTION_SPEC)["requires_grad"])
+        spec = getattr(clone, PROJECTION_SPEC)
+        freeze_parametrized(ProjectedSubspace(clone).refs, spec["requires_grad"], clone, spec.get("ties", {}))
         clone.__dict__.pop(PROJECTION_SPEC, None)
+        recurrent.uninstall(clone)
         return clone
 
     def __repr__(self) -> str:
@@ -195,6 +198,8 @@ def projection(
         if tensor_names is not None
         else select_tensors(model, filter_fn)
     )
+    tied = ties.secondary_refs(model, refs)  # one θ0 slice and one row block of P per tied Parameter
+    tie_map = {sec.qualified_name: refs[i].qualified_name for sec, i in tied}
     tensors = [getattr(r.module, r.local_name) for r in refs]
     num_scalars = sum(t.numel() for t in tensors)
     if dim > num_scalars:
@@ -231,6 +236,7 @@ def projection(
             "options": {k: v for k, v in options.items() if k != "theta_init"},
             "tensors": [r.qualified_name for r in refs],
             "requires_grad": [bool(t.requires_grad) for t in tensors],
+            "ties": tie_map,
         },
     )
     try:
@@ -241,13 +247,19 @@ def projection(
                 r.module, r.local_name, ProjectedParametrization(state, i, a, b), unsafe=True
             )
             getattr(r.module.parametrizations, r.local_name).original.requires_grad_(False)
+        for sec, i in tied:
+            ties.share(refs[i], sec)
+        recurrent.install(r.module for r in refs)
     except Exception:
+        recurrent.uninstall(model)
+        ties.unshare(model, tie_map)
         for r in refs:
             if parametrize.is_parametrized(r.module, r.local_name):
                 original = getattr(r.module.parametrizations, r.local_name).original.detach().clone()
                 parametrize.remove_parametrizations(r.module, r.local_name, leave_parametrized=False)
                 with torch.no_grad():
                     getattr(r.module, r.local_name).copy_(original)
+        ties.retie(model, tie_map)
         model.__dict__.pop(PROJECTION_SPEC, None)
         raise
     return ProjectedSubspace(model)
