@@ -73,7 +73,7 @@ MODELS = {
                 decoder_start_token_id=0,
                 pad_token_id=0,
                 eos_token_id=1,
-            )  # fmt: skip
+            )
         ),
         "seq2seq",
         {
@@ -93,7 +93,7 @@ MODELS = {
                 num_attention_heads=2,
                 intermediate_size=24,
                 num_labels=3,
-            )  # fmt: skip
+            )
         ),
         "image",
         {},
