@@ -68,7 +68,7 @@ def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[],
             for p in params:  # as after optimizer.zero_grad(): gradients are stored, not added
                 p.grad = None
             perm = torch.randperm(sub.num_vertices, generator=sub.generator)[:2].tolist()
-            c = sub.model._subspace_coefficients[0]
+            c = sub.coefficients.to(sub.model._subspace_point.device)
             weights, reg = compiled(c, rows, covered, (min(perm), max(perm)))
             torch.autograd.backward([*weights, reg], [*grads, one])
             sync()

@@ -34,8 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .names import COEFFICIENTS_BUFFER, FUSED_ATTRIBUTE
+from .names import FUSED_ATTRIBUTE, POINT_BUFFER
 from .ops import combine_torch, uses_triton
+from .parametrization import point_coefficients
 
 
 class FusedWeights:
@@ -112,7 +113,7 @@ class FusedWeights:
         from .selection import find_parametrized
 
         self._reset()
-        self._built_for = getattr(root, COEFFICIENTS_BUFFER).device
+        self._built_for = getattr(root, POINT_BUFFER).device
         refs = find_parametrized(root, SubspaceParametrization, self.tensor_names)
         plists = [getattr(r.module.parametrizations, r.local_name) for r in refs]
         params = [[getattr(pl, f"original{k}") for k in range(self.num_vertices)] for pl in plists]
@@ -175,7 +176,7 @@ class FusedWeights:
         if torch.compiler.is_compiling():
             return False
 
-        device = getattr(root, COEFFICIENTS_BUFFER).device
+        device = getattr(root, POINT_BUFFER).device
         if not self.wanted(device):
             return False
         if self._params is None:
@@ -302,7 +303,7 @@ def _materialize(root: nn.Module, args: Any) -> None:
         return
     fused.weights = None
     if fused.ready(root):
-        fused.weights = fused.materialize(getattr(root, COEFFICIENTS_BUFFER))
+        fused.weights = fused.materialize(point_coefficients(root))
 
 
 def _release(root: nn.Module, args: Any, output: Any) -> None:
@@ -316,7 +317,7 @@ def install(root: nn.Module, fused: FusedWeights) -> None:
     fused path applies on the model's device, else at the first forward where it does."""
 
     object.__setattr__(root, FUSED_ATTRIBUTE, fused)
-    if fused.wanted(getattr(root, COEFFICIENTS_BUFFER).device):
+    if fused.wanted(getattr(root, POINT_BUFFER).device):
         fused.build(root)
     root.register_forward_pre_hook(_materialize)
     root.register_forward_hook(_release, always_call=True)

@@ -6,9 +6,14 @@ buffer broadcast carry them; the spec and the fused state are plain attributes o
 
 #: buffer of the root: the current point, shape ``(P,)`` or ``(G, P)`` in layerwise mode
 POINT_BUFFER = "_subspace_point"
-#: buffer of the root: c(point), shape ``(G, K)``; row ``group`` feeds each parametrization
-COEFFICIENTS_BUFFER = "_subspace_coefficients"
-#: attribute of the root: the subspace's spec (geometry, covered tensors, options)
+#: key of c(point) in state_dicts written before the coefficients were derived from the point
+#: (dropped on load; the coefficients are now computed from :data:`POINT_BUFFER` where needed)
+LEGACY_COEFFICIENTS_KEY = "_subspace_coefficients"
+#: attribute of the root: the subspace's spec (geometry, covered tensors, groups, backend, ties, …),
+#: saved with the subspace
 SPEC_ATTRIBUTE = "_subspace_spec"
+#: attribute of the root: run-time facts that are not saved (the Geometry object, whether Triton
+#: can run here), resolved once at wrap time so nothing is looked up inside a compiled graph
+RUNTIME_ATTRIBUTE = "_subspace_runtime"
 #: attribute of the root: the fused multi-tensor state (:class:`subspace_param.fused.FusedWeights`)
 FUSED_ATTRIBUTE = "_subspace_fused"

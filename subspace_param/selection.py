@@ -48,6 +48,8 @@ class ModelReport:
     without_reset_parameters: list[str]
     #: tied parameters: secondary name → primary name (one set of vertices, see :mod:`subspace_param.ties`)
     shared: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: originals of a user's parametrization in the subspace → the tensor and chain they feed
+    under_parametrization: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +73,12 @@ class ModelReport:
         if self.shared:
             lines.append(f"{len(self.shared)} tied name(s), sharing their primary's vertices")
             lines += [f"  = {n} is {primary}" for n, primary in self.shared.items()]
+        if self.under_parametrization:
+            lines.append(
+                f"{len(self.under_parametrization)} original(s) of existing parametrizations in the subspace "
+                "(the parametrization runs on the interpolated original)"
+            )
+            lines += [f"  ~ {n} feeds {t}" for n, t in self.under_parametrization.items()]
         lines += [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -105,9 +113,12 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
     """Report which tensors would be wrapped, which are skipped and why, and what is unsupported.
 
     Tied parameters (one Parameter under several names) are reported in ``shared``: they enter
-    the subspace once, under their first name, if that name is selected. Problems (each makes the
-    one-call wrappers raise): the model is already wrapped; a selected parameter is also a buffer
-    (that tie cannot be kept); a selected
+    the subspace once, under their first name, if that name is selected. The originals of a user's
+    parametrization (``weight_norm``'s g and v, ``spectral_norm``, ``orthogonal``, …) are selected
+    like any parameter (``filter_fn`` sees the layer that owns the parametrized tensor) and listed in
+    ``under_parametrization``. Problems (each makes the one-call wrappers raise): the model is
+    already wrapped; a selected parameter is also a buffer (that tie cannot be kept); a module uses
+    the hook-based ``torch.nn.utils.weight_norm``; a selected
     parameter belongs to a recurrent module and this PyTorch does not re-read its flat weights
     (recurrent layers work otherwise, see :mod:`subspace_param.recurrent`); the filter selects nothing.
     """
@@ -135,6 +146,7 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
     }
     shared: dict[str, str] = {}
     verdict: dict[str, bool] = {}  # primary name → selected
+    under_parametrization: dict[str, str] = {}  # original of a user's parametrization → its tensor
 
     for mod_name, module in model.named_modules():
         if _is_ours(module):
@@ -145,6 +157,15 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
             continue
         if _is_norm(module) and any(p is not None for p in module._parameters.values()):
             norm_layers.append(mod_name)
+        legacy = [h for h in module._forward_pre_hooks.values() if type(h).__name__ == "WeightNorm"]
+        if legacy:
+            problems.append(
+                f"module {mod_name or type(model).__name__!r} uses the hook-based "
+                f"torch.nn.utils.weight_norm (tensor {legacy[0].name!r}), which stores its weight as a "
+                "plain tensor that no subspace can reach; use torch.nn.utils.parametrizations.weight_norm, "
+                "whose originals go in the subspace"
+            )
+            continue
         for pname, p in module._parameters.items():
             if p is None:
                 continue
@@ -168,15 +189,18 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
             if not p.requires_grad:
                 skipped.append((qname, "requires_grad=False"))
                 continue
-            if not filter_fn(module, qname):
-                skipped.append((qname, "excluded by filter_fn"))
-                continue
+            # the original of a user's parametrization (weight_norm's g and v, spectral_norm's or
+            # orthogonal's original, …): the subspace goes on the original, the user's chain runs on
+            # the interpolated value; filter_fn sees the layer that owns the parametrized tensor
+            owner = module
             if isinstance(module, parametrize.ParametrizationList):
-                problems.append(
-                    f"parameter {qname} is the original of another parametrization; "
-                    "subspaces over already-parametrized tensors are not supported — "
-                    "exclude it with filter_fn"
-                )
+                owner_name = mod_name.rsplit(".parametrizations.", 1)[0]
+                owner = model.get_submodule(owner_name)
+                chain = ", ".join(type(q).__name__ for q in module)
+                under_parametrization[qname] = f"{owner_name}.{mod_name.rsplit('.', 1)[1]} ({chain})"
+            if not filter_fn(owner, qname):
+                skipped.append((qname, "excluded by filter_fn"))
+                under_parametrization.pop(qname, None)
                 continue
             if isinstance(module, _UNSUPPORTED_TYPES):
                 problems.append(
@@ -190,14 +214,14 @@ def check_model(model: nn.Module, filter_fn: FilterFn | None = None) -> ModelRep
             verdict[qname] = True
             if not has_reset_parameters(module) and qname not in no_reset:
                 no_reset.append(qname)
-    if not selected and not any("already part of a subspace" in p for p in problems):
+    if not selected and not problems:
         problems.append(
             f"no parameter of {type(model).__name__} was selected "
             f"({len(skipped)} skipped: {', '.join(n for n, _ in skipped[:5])}"
             f"{'…' if len(skipped) > 5 else ''}); "
             "check filter_fn"
         )
-    return ModelReport(selected, skipped, problems, norm_layers, no_reset, shared)
+    return ModelReport(selected, skipped, problems, norm_layers, no_reset, shared, under_parametrization)
 
 
 def select_tensors(model: nn.Module, filter_fn: FilterFn | None = None) -> list[TensorRef]:

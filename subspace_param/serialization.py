@@ -16,6 +16,7 @@ from torch import nn
 from .errors import ArchitectureMismatchError, FileReadError
 from .geometry import geometry_from_spec
 from .io import atomic_write
+from .names import LEGACY_COEFFICIENTS_KEY
 from .projections import ProjectedSubspace, get_projection, is_projected, projection
 from .safe_load import load_file
 from .subspace import Subspace, get_subspace, is_wrapped, wrap
@@ -145,7 +146,8 @@ def load(
             tensor_names=spec["tensors"],
             fused=spec.get("fused", True),
         )
-    result = model.load_state_dict(payload["state_dict"], strict=strict)
+    state = {k: v for k, v in payload["state_dict"].items() if k != LEGACY_COEFFICIENTS_KEY}
+    result = model.load_state_dict(state, strict=strict)
     if strict and (result.missing_keys or result.unexpected_keys):  # pragma: no cover - strict raises first
         raise ArchitectureMismatchError(str(result))
     return sub

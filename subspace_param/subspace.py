@@ -18,9 +18,9 @@ from .finite import check_finite
 from .fused import FusedWeights, fused_weights, install, uninstall
 from .geometry import Geometry, geometry_from_spec
 from .kernels.limits import MAX_VERTICES
-from .names import COEFFICIENTS_BUFFER, POINT_BUFFER, SPEC_ATTRIBUTE
+from .names import POINT_BUFFER, RUNTIME_ATTRIBUTE, SPEC_ATTRIBUTE
 from .ops import resolve_backend, triton_usable, uses_triton
-from .parametrization import SubspaceParametrization
+from .parametrization import SubspaceParametrization, point_coefficients
 from .regularizer import cosine_from_grams, cosine_regularizer, is_weight
 from .selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from .vertex_init import VertexInit, resolve_init
@@ -51,7 +51,8 @@ class Subspace:
             )
             raise SubspaceError(f"{type(model).__name__} is not wrapped as a subspace{hint}")
         self.model = model
-        self.geometry: Geometry = geometry_from_spec(spec["geometry"])
+        runtime = model.__dict__.get(RUNTIME_ATTRIBUTE)
+        self.geometry: Geometry = runtime["geometry"] if runtime else geometry_from_spec(spec["geometry"])
         self.layerwise: bool = spec["layerwise"]
         self.tensor_names: list[str] = list(spec["tensors"])
         self.num_groups: int = spec["num_groups"]
@@ -96,7 +97,7 @@ class Subspace:
     @property
     def coefficients(self) -> torch.Tensor:
         """The current coefficients: shape ``(K,)``, or ``(G, K)`` in layerwise mode (a copy)."""
-        c = getattr(self.model, COEFFICIENTS_BUFFER).detach().clone()
+        c = point_coefficients(self.model).detach().clone()
         return c if self.layerwise else c[0]
 
     def _point_rows(self, point: PointLike, extrapolate: bool) -> torch.Tensor:
@@ -120,7 +121,19 @@ class Subspace:
             )
         with torch.no_grad():
             getattr(self.model, POINT_BUFFER).copy_(rows, non_blocking=True)
-            getattr(self.model, COEFFICIENTS_BUFFER).copy_(coeffs, non_blocking=True)
+        self._invalidate_parametrize_cache()
+
+    def _invalidate_parametrize_cache(self) -> None:
+        """Inside ``parametrize.cached()`` a new point takes effect: our cached weights are dropped."""
+        if not parametrize._cache_enabled:
+            return
+        cache = getattr(parametrize, "_cache", None)
+        if not isinstance(cache, dict):  # pragma: no cover - a PyTorch without the module-level cache
+            raise SubspaceError("set_point inside parametrize.cached() is not supported by this PyTorch")
+        names = [*self.tensor_names, *getattr(self.model, SPEC_ATTRIBUTE).get("ties", {})]
+        for name in names:
+            module_name, _, local = name.rpartition(".")
+            cache.pop((id(self.model.get_submodule(module_name)), local), None)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw a uniform point (one per module in layerwise mode), set it and return it."""
@@ -133,14 +146,13 @@ class Subspace:
     def at(self, point: PointLike, *, extrapolate: bool = False) -> Iterator[Subspace]:
         """Context manager: evaluate at ``point``, then restore the previous point."""
         saved_p = getattr(self.model, POINT_BUFFER).detach().clone()
-        saved_c = getattr(self.model, COEFFICIENTS_BUFFER).detach().clone()
         self.set_point(point, extrapolate=extrapolate)
         try:
             yield self
         finally:
             with torch.no_grad():
                 getattr(self.model, POINT_BUFFER).copy_(saved_p)
-                getattr(self.model, COEFFICIENTS_BUFFER).copy_(saved_c)
+            self._invalidate_parametrize_cache()
 
     def center(self) -> torch.Tensor:
         """Midpoint (paths) or centroid (simplex)."""
@@ -285,21 +297,41 @@ def freeze_parametrized(
         values = [getattr(r.module, r.local_name).detach().clone() for r in refs]
     modules = [r.module for r in refs] + (ties.secondary_modules(model, tie_map) if model is not None else [])
     for module in {id(m): m for m in modules}.values():
+        # a user's own parametrizations on the same module (weight_norm on a weight whose bias is
+        # ours, or the chain our vertices feed) are kept: only this library's lists are removed
+        kept = {n: pl for n, pl in module.parametrizations.items() if not _is_ours_list(pl)}
         module.__class__ = parametrize.type_before_parametrizations(module)
         del module._modules["parametrizations"]
+        for name, plist in kept.items():
+            _reattach(module, name, plist)
     for ref, value, rg in zip(refs, values, requires_grad):
         ref.module.register_parameter(ref.local_name, nn.Parameter(value, requires_grad=rg))
     if model is not None:
         ties.retie(model, tie_map)
 
 
+def _is_ours_list(plist: nn.Module) -> bool:
+    return any(getattr(p, "is_subspace_parametrization", False) for p in plist)
+
+
+def _reattach(module: nn.Module, name: str, plist: nn.Module) -> None:
+    """Give ``module`` (class already restored) the parametrization list ``plist`` for ``name`` again,
+    through ``register_parametrization`` so that the module gets a class of its own (not shared with
+    the model it was copied from)."""
+    with torch.no_grad():
+        placeholder = plist().detach().clone()
+    module.register_parameter(name, nn.Parameter(placeholder, requires_grad=False))
+    parametrize.register_parametrization(module, name, nn.Identity(), unsafe=True)
+    module.parametrizations[name] = plist
+
+
 def _strip(model: nn.Module) -> None:
     uninstall(model)
     recurrent.uninstall(model)
-    for name in (POINT_BUFFER, COEFFICIENTS_BUFFER):
-        if name in model._buffers:
-            del model._buffers[name]
+    if POINT_BUFFER in model._buffers:
+        del model._buffers[POINT_BUFFER]
     model.__dict__.pop(SPEC_ATTRIBUTE, None)
+    model.__dict__.pop(RUNTIME_ATTRIBUTE, None)
 
 
 def is_wrapped(model: nn.Module) -> bool:
@@ -391,9 +423,8 @@ def wrap(
     model.register_buffer(
         POINT_BUFFER, torch.zeros(num_groups, geometry.point_dim, dtype=buf_dtype, device=first.device)
     )
-    model.register_buffer(
-        COEFFICIENTS_BUFFER, torch.zeros(num_groups, k, dtype=buf_dtype, device=first.device)
-    )
+    # plain attribute (not saved): the Geometry object and whether Triton can run here
+    object.__setattr__(model, RUNTIME_ATTRIBUTE, {"geometry": geometry, "triton_ok": triton_ok})
     # plain attribute in __dict__ (not a buffer/child): survives deepcopy, ignored by state_dict
     object.__setattr__(
         model,
@@ -409,12 +440,13 @@ def wrap(
             "backend": backend,
             "fused": fused,
             "ties": tie_map,
+            "groups": [group_of[id(r.module)] if layerwise else 0 for r in refs],
         },
     )
-    groups = [group_of[id(r.module)] if layerwise else 0 for r in refs]
+    groups = getattr(model, SPEC_ATTRIBUTE)["groups"]
     try:
         for i, (r, verts) in enumerate(zip(refs, vertices)):
-            p = SubspaceParametrization(model, i, groups[i], verts, backend, triton_ok)
+            p = SubspaceParametrization(model, i, verts)
             parametrize.register_parametrization(r.module, r.local_name, p)
             plist = getattr(r.module.parametrizations, r.local_name)
             for v in frozen_vertices:

@@ -18,6 +18,7 @@ from torch import nn
 
 import subspace_param as sp
 from subspace_param.fused import fused_weights
+from subspace_param.parametrization import point_coefficients
 from subspace_param.regularizer import EPS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -146,7 +147,7 @@ def test_fused_triton_gradcheck_weights_and_gram():
     sub.set_point([0.2, 0.5, 0.3])
     fused = fused_weights(model)
     fused.want_gram = True
-    coefficients = model._subspace_coefficients
+    coefficients = point_coefficients(model)
 
     def f(*params):
         weights = fused.materialize(coefficients)
