@@ -17,3 +17,7 @@ SPEC_ATTRIBUTE = "_subspace_spec"
 RUNTIME_ATTRIBUTE = "_subspace_runtime"
 #: attribute of the root: the fused multi-tensor state (:class:`subspace_param.fused.FusedWeights`)
 FUSED_ATTRIBUTE = "_subspace_fused"
+#: attribute set on the library's hook functions (an exported copy strips every hook carrying it)
+HOOK_MARK = "is_subspace_hook"
+#: attribute of the root: the state of the stale-point check (:mod:`subspace_param.stale_point`)
+STALE_ATTRIBUTE = "_subspace_stale_point"

@@ -88,13 +88,19 @@ def default_filter(module: nn.Module, name: str) -> bool:
     return True
 
 
+def own_parametrizations(module: nn.Module) -> dict[str, nn.Module]:
+    """The module's *own* parametrization lists (``module._modules["parametrizations"]``). Wrappers
+    that forward attribute access to an inner module (PEFT's ``ModulesToSaveWrapper``) make
+    ``parametrize.is_parametrized(wrapper)`` true for the inner module's lists; this does not."""
+    lists = module._modules.get("parametrizations")
+    return dict(lists.items()) if isinstance(lists, nn.ModuleDict) else {}
+
+
 def _is_ours(module: nn.Module) -> bool:
     """A module carrying one of this library's parametrizations (they set ``is_subspace_parametrization``)."""
-    if not parametrize.is_parametrized(module):
-        return False
     return any(
         getattr(p, "is_subspace_parametrization", False)
-        for plist in module.parametrizations.values()
+        for plist in own_parametrizations(module).values()
         for p in plist
     )
 
@@ -267,11 +273,10 @@ def find_parametrized(model: nn.Module, kind: type[nn.Module], names: list[str])
     in index order; raises if they are not exactly ``names`` (the model was edited after wrapping)."""
     found: dict[int, TensorRef] = {}
     for mod_name, module in model.named_modules():
-        if parametrize.is_parametrized(module):
-            for pname, plist in module.parametrizations.items():
-                for p in plist:
-                    if isinstance(p, kind):  # a tied name shares its primary's list: keep the first
-                        found.setdefault(p.index, TensorRef(module, mod_name, pname))
+        for pname, plist in own_parametrizations(module).items():
+            for p in plist:
+                if isinstance(p, kind):  # a tied name shares its primary's list: keep the first
+                    found.setdefault(p.index, TensorRef(module, mod_name, pname))
     refs = [found[i] for i in sorted(found)]
     if [r.qualified_name for r in refs] != names:
         raise SubspaceError(

@@ -5,25 +5,28 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import recurrent, ties
+from . import copying, hooks, recurrent, stale_point, ties
 from .batchnorm import reestimate_bn
 from .errors import PointError, SubspaceError
 from .finite import check_finite
 from .fused import FusedWeights, fused_weights, install, uninstall
 from .geometry import Geometry, geometry_from_spec
 from .kernels.limits import MAX_VERTICES
-from .names import POINT_BUFFER, RUNTIME_ATTRIBUTE, SPEC_ATTRIBUTE
+from .names import POINT_BUFFER, RUNTIME_ATTRIBUTE, SPEC_ATTRIBUTE, STALE_ATTRIBUTE
 from .ops import resolve_backend, triton_usable, uses_triton
 from .parametrization import SubspaceParametrization, point_coefficients
 from .regularizer import cosine_from_grams, cosine_regularizer, is_weight
 from .selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from .vertex_init import VertexInit, resolve_init
+
+if TYPE_CHECKING:
+    from .autosample import AutoSample
 
 SPEC_VERSION = 1
 PointLike = float | Sequence[float] | torch.Tensor
@@ -244,6 +247,23 @@ class Subspace:
         with ctx:
             reestimate_bn(self.model, loader, num_batches=num_batches, device=device)
 
+    def autosample(
+        self,
+        beta: float = 1.0,
+        *,
+        pairs: Literal["random", "all"] = "random",
+        per_layer: bool = False,
+        seed: int | None = None,
+    ) -> AutoSample:
+        """From now on every training-mode forward draws a fresh point, and its backward also gives
+        the vertices the gradient of β·cos² — so a loop you do not own (Hugging Face ``Trainer``,
+        Lightning, a plain loop) trains the subspace unchanged. Returns a removable handle (also a
+        context manager). The loss the loop reports does not include the regulariser; see
+        :mod:`subspace_param.autosample`."""
+        from .autosample import AutoSample
+
+        return AutoSample(self, beta, pairs=pairs, per_layer=per_layer, seed=seed)
+
     def check_finite(
         self, loss: torch.Tensor | float | None = None, *, where: str = "", values: bool = False
     ) -> None:
@@ -328,6 +348,8 @@ def _reattach(module: nn.Module, name: str, plist: nn.Module) -> None:
 def _strip(model: nn.Module) -> None:
     uninstall(model)
     recurrent.uninstall(model)
+    hooks.strip(model)
+    model.__dict__.pop(STALE_ATTRIBUTE, None)
     if POINT_BUFFER in model._buffers:
         del model._buffers[POINT_BUFFER]
     model.__dict__.pop(SPEC_ATTRIBUTE, None)
@@ -454,6 +476,8 @@ def wrap(
         for sec, i in tied:
             ties.share(refs[i], sec)
         recurrent.install(r.module for r in refs)
+        copying.guard_forwarded_deepcopy(model)
+        stale_point.install(model)
         if fused is not False:
             names = [r.qualified_name for r in refs]
             install(model, FusedWeights(names, groups, k, backend, triton_ok, always=bool(fused)))

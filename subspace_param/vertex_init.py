@@ -24,13 +24,24 @@ class VertexInit(abc.ABC):
     def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]: ...
 
 
+def vertex_seed(seed: int) -> int:
+    """The generator seed of the vertex draws for a user's ``seed``: a fixed 64-bit mix (SplitMix64's
+    finaliser), so that ``torch.manual_seed(s); model = Net(); sp.line(model, seed=s)`` does not
+    redraw exactly the model's own weights (the module initialisers would run in the same order on
+    the same random stream, giving identical vertices)."""
+    z = (int(seed) + 0x9E3779B97F4A7C15) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return (z ^ (z >> 31)) >> 1
+
+
 @contextlib.contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(vertex_seed(seed))
         yield
 
 

@@ -207,3 +207,18 @@ def test_float32_bf16_autocast_and_float64():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         yb = model(x).float()
     torch.testing.assert_close(yb, model(x), atol=0.1, rtol=0.05)
+
+
+def test_vertex_draws_differ_from_a_model_built_with_the_same_seed() -> None:
+    """torch.manual_seed(s); model = Net(); sp.line(model, seed=s) must not redraw the model's own
+    weights (the initialisers would run in the same order on the same random stream)."""
+    for seed in (0, 3):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 4))
+        sub = sp.line(model, seed=seed)
+        for name, (v0, v1) in zip(sub.tensor_names, sub.vertices()):
+            assert not torch.equal(v0, v1), name
+        assert float(sub.regularizer(1.0).detach()) < 0.1  # nearly orthogonal ends, not cos² = 1
+        torch.manual_seed(seed)
+        again = sp.line(nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 4)), seed=seed)
+        assert all(torch.equal(a, b) for a, b in zip(sub.parameters(), again.parameters()))  # reproducible

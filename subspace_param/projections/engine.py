@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .. import recurrent, ties
+from .. import copying, recurrent, ties
 from ..errors import SubspaceError
 from ..selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from ..subspace import freeze_parametrized, is_wrapped
@@ -250,6 +250,7 @@ def projection(
         for sec, i in tied:
             ties.share(refs[i], sec)
         recurrent.install(r.module for r in refs)
+        copying.guard_forwarded_deepcopy(model)
     except Exception:
         recurrent.uninstall(model)
         ties.unshare(model, tie_map)
