@@ -16,6 +16,7 @@ from .batchnorm import reestimate_bn
 from .connectivity import connect
 from .errors import ArchitectureMismatchError, PointError, SubspaceError
 from .geometry import Bezier, Chain, Geometry, Line, Simplex, register_geometry
+from .model_check import check_model
 from .projections import (
     ProjectedSubspace,
     Projector,
@@ -24,10 +25,10 @@ from .projections import (
     projection,
     register_projector,
 )
-from .selection import ModelReport, check_model
+from .selection import ModelReport
 from .serialization import load, save
 from .subspace import Subspace, get_subspace, is_wrapped, wrap
-from .vertex_init import Copy, FromModels, Independent, Perturb, VertexInit
+from .vertex_init import Copy, FromModels, Independent, Perturb, Rebuild, VertexInit
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "PointError",
     "ProjectedSubspace",
     "Projector",
+    "Rebuild",
     "Simplex",
     "Subspace",
     "SubspaceError",

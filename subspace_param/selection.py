@@ -50,6 +50,8 @@ class ModelReport:
     shared: dict[str, str] = dataclasses.field(default_factory=dict)
     #: originals of a user's parametrization in the subspace → the tensor and chain they feed
     under_parametrization: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: how ``init="independent"`` draws each selected tensor's extra vertices (``sp.check_model``)
+    vertex_draws: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +75,12 @@ class ModelReport:
         if self.shared:
             lines.append(f"{len(self.shared)} tied name(s), sharing their primary's vertices")
             lines += [f"  = {n} is {primary}" for n, primary in self.shared.items()]
+        if self.vertex_draws:
+            kinds: dict[str, int] = {}
+            for how in self.vertex_draws.values():
+                kinds[how] = kinds.get(how, 0) + 1
+            lines.append("extra vertices (init='independent'):")
+            lines += [f"  {count} tensor(s): {how}" for how, count in sorted(kinds.items())]
         if self.under_parametrization:
             lines.append(
                 f"{len(self.under_parametrization)} original(s) of existing parametrizations in the subspace "

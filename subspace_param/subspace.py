@@ -432,6 +432,7 @@ def wrap(
     # the very Parameter objects, so that a failed wrap can put them back (identity, ties, requires_grad)
     saved = [(r, getattr(r.module, r.local_name)) for r in [*refs, *(sec for sec, _ in tied)]]
     init_strategy = resolve_init(init, seed)
+    init_strategy.prepare(model)
     vertices = init_strategy.vertices(refs, k)
     requires_grad = [bool(getattr(r.module, r.local_name).requires_grad) for r in refs]
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .errors import ArchitectureMismatchError
 from .selection import TensorRef, has_reset_parameters, tensor_of
@@ -20,8 +21,36 @@ from .selection import TensorRef, has_reset_parameters, tensor_of
 class VertexInit(abc.ABC):
     """Strategy returning, for each selected tensor, its K vertex tensors (vertex 0 first)."""
 
+    def prepare(self, model: nn.Module) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Called by the wrapper with the whole model before :meth:`vertices` (default: nothing)."""
+
     @abc.abstractmethod
     def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]: ...
+
+
+def _constant(t: torch.Tensor) -> bool:
+    """All entries equal (norm weights 1, biases 0, a scalar): such a tensor starts constant."""
+    flat = t.detach().reshape(-1)
+    return flat.numel() <= 1 or bool((flat == flat[0]).all())
+
+
+def _rescaled(draw: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """``draw`` shifted and scaled to V0's mean and standard deviation (its shape of distribution —
+    uniform, normal, truncated — is kept); a constant draw falls back to a moment-matched normal."""
+    if _constant(draw):
+        return _moment_matched(v0)
+    d, ref = draw.detach().double(), v0.detach().double()
+    return ((d - d.mean()) / d.std() * ref.std() + ref.mean()).to(v0.dtype)
+
+
+def hf_initialiser(model: nn.Module | None):
+    """The ``_init_weights`` of the outermost Hugging Face ``PreTrainedModel`` in ``model``, or None."""
+    if model is None:
+        return None
+    for m in model.modules():
+        if callable(getattr(type(m), "_init_weights", None)) and hasattr(m, "config"):
+            return m._init_weights
+    return None
 
 
 def vertex_seed(seed: int) -> int:
@@ -53,37 +82,106 @@ def _moment_matched(t: torch.Tensor) -> torch.Tensor:
 
 
 class Independent(VertexInit):
-    """Each extra vertex is a fresh, independent draw of the module's own initialiser.
+    """Each extra vertex is a fresh, independent draw at the scale of the model's own initialisation.
 
-    The owning module is deep-copied and ``reset_parameters()`` (or ``_reset_parameters()``)
-    is called on the copy, so buffers of the real module (BN running stats) are untouched.
-    Parameters of modules without an initialiser (e.g. a ViT's positional embedding) get a
-    normal draw with the tensor's current mean and standard deviation (a constant tensor is copied).
-    This is what the reference implementation does for its conv/BN layers.
+    Per covered tensor, in this order:
+
+    1. V0 constant (norm weights 1, biases 0, a scalar) → the vertex is a copy: it starts constant;
+    2. inside a Hugging Face model → a draw of the model's own ``_init_weights`` on a copy of the
+       owning module (the distribution the model was built with);
+    3. the owner has ``reset_parameters()`` → a draw of it on a copy, shifted and scaled to V0's mean
+       and standard deviation. torchvision, timm and HF initialise in their constructors, not in
+       ``reset_parameters`` (a resnet18's kaiming-normal fan-out convs vs PyTorch's kaiming-uniform
+       a=√5: std ratios 0.4–1.9, up to 14 for depthwise convs), so the raw draw would start the
+       ends at different scales;
+    4. otherwise (a ViT's positional embedding) → a normal draw with V0's mean and std.
+
+    Copies are drawn on, so buffers of the real module (BN running stats) are untouched. For the
+    model's own initialiser exactly (the reference's procedure), use :class:`Rebuild`.
     """
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
+        self._hf_init = None
+
+    def prepare(self, model: nn.Module) -> None:
+        self._hf_init = hf_initialiser(model)
 
     def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
         out = [[tensor_of(r).detach().clone()] for r in refs]
         by_module: dict[int, list[int]] = {}
         for i, r in enumerate(refs):
             by_module.setdefault(id(r.module), []).append(i)
+        hf_init, self._hf_init = self._hf_init, None
         with _seeded(self.seed), torch.no_grad():
             for _ in range(1, num_vertices):
                 for idxs in by_module.values():
                     module = refs[idxs[0]].module
-                    if has_reset_parameters(module):
+                    fresh, rescale = None, True
+                    if hf_init is not None and not isinstance(module, parametrize.ParametrizationList):
+                        fresh, rescale = copy.deepcopy(module), False
+                        hf_init(fresh)
+                    elif has_reset_parameters(module):
                         fresh = copy.deepcopy(module)
                         reset = getattr(fresh, "reset_parameters", None) or fresh._reset_parameters
                         reset()
-                        for i in idxs:
-                            out[i].append(getattr(fresh, refs[i].local_name).detach().clone())
-                    else:
-                        for i in idxs:
-                            out[i].append(_moment_matched(tensor_of(refs[i])))
+                    for i in idxs:
+                        v0 = out[i][0]
+                        if _constant(v0):
+                            out[i].append(v0.clone())
+                        elif fresh is None:
+                            out[i].append(_moment_matched(v0))
+                        else:
+                            draw = getattr(fresh, refs[i].local_name).detach().clone()
+                            unchanged = torch.equal(draw, v0)  # an initialiser that skipped this tensor
+                            if unchanged:
+                                out[i].append(_moment_matched(v0))
+                            else:
+                                out[i].append(_rescaled(draw, v0) if rescale else draw)
         return out
+
+
+def describe_draw(model: nn.Module, ref: TensorRef) -> str:
+    """How :class:`Independent` (the default) draws the extra vertices of ``ref`` (for check_model)."""
+    t = tensor_of(ref)
+    if _constant(t):
+        return "constant: copied"
+    if hf_initialiser(model) is not None and not isinstance(ref.module, parametrize.ParametrizationList):
+        return "Hugging Face _init_weights"
+    if has_reset_parameters(ref.module):
+        owner = parametrize.type_before_parametrizations(ref.module).__name__
+        return f"{owner}.reset_parameters, rescaled to V0's mean and std"
+    return "normal with V0's mean and std (the owner has no initialiser)"
+
+
+class Rebuild(VertexInit):
+    """Vertex k ≥ 1 is taken from a fresh ``builder()`` (same architecture, matched by name), built
+    under its own seed: exactly the reference's procedure, for any library's constructor-time init.
+
+    >>> import torch, subspace_param as sp
+    >>> build = lambda: torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    >>> sub = sp.line(build(), init=sp.Rebuild(build), seed=0)
+    >>> torch.equal(*sub.vertices()[0])
+    False
+    """
+
+    def __init__(self, builder: Callable[[], nn.Module], seed: int | None = None) -> None:
+        if isinstance(builder, nn.Module) or not callable(builder):
+            raise TypeError(
+                f"Rebuild(builder): builder must be callable and return a fresh model (got a "
+                f"{type(builder).__name__}; pass e.g. lambda: Net())"
+            )
+        self.builder = builder
+        self.seed = seed
+
+    def vertices(self, refs: Sequence[TensorRef], num_vertices: int) -> list[list[torch.Tensor]]:
+        base = vertex_seed(self.seed) if self.seed is not None else int(torch.randint(0, 2**62, (1,)))
+        models: list[nn.Module | None] = [None]
+        for k in range(1, num_vertices):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((base + k) % 2**63)
+                models.append(self.builder())
+        return FromModels(models).vertices(refs, num_vertices)
 
 
 class Copy(VertexInit):
@@ -182,6 +280,10 @@ class FromModels(VertexInit):
 
 
 def resolve_init(init: str | VertexInit, seed: int | None = None) -> VertexInit:
+    """The strategy for ``init`` (a name or a :class:`VertexInit`); a :class:`Rebuild` without a
+    seed of its own takes the wrapper's ``seed``."""
+    if isinstance(init, Rebuild) and init.seed is None:
+        return Rebuild(init.builder, seed)
     if isinstance(init, VertexInit):
         return init
     table = {"independent": lambda: Independent(seed), "copy": Copy, "perturb": lambda: Perturb(seed=seed)}

@@ -15,6 +15,7 @@ import subspace_param
 import subspace_param.api
 import subspace_param.experiments.intrinsic_dim
 import subspace_param.projections.engine
+import subspace_param.vertex_init
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         subspace_param.api,
         subspace_param.projections.engine,
         subspace_param.experiments.intrinsic_dim,
+        subspace_param.vertex_init,
     ],
 )
 def test_docstring_examples(module):

@@ -119,7 +119,17 @@ def _imports(path: Path, module: str, is_package: bool, modules: set[str]) -> se
     (``from pkg import name`` imports the submodule ``pkg.name`` if there is one, else ``pkg``)."""
     package = module if is_package else module.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    type_only = {  # `if TYPE_CHECKING:` imports never run: they are not import edges
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
@@ -165,9 +175,17 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_cycle_finder_finds_a_planted_cycle() -> None:
+def test_cycle_finder_finds_a_planted_cycle(tmp_path) -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    src = tmp_path / "m.py"
+    src.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .b import B\n"
+        "def f():\n    from .c import C\n"
+    )
+    names = {"p.b", "p.c", "p.m"}
+    assert _imports(src, "p.m", False, names) & names == {"p.c"}  # lazy imports count, type-only ones do not
 
 
 def test_no_import_cycles_in_the_installed_package() -> None:
