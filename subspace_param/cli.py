@@ -17,9 +17,25 @@ from typing import Any
 import numpy as np
 
 from .errors import NonFiniteError, SubspaceError
-from .experiments.runs import DEFAULT_DDP_TIMEOUT, KINDS, RunConfig, evaluate_points, load_run, train_run
+from .experiments.runs import (
+    DEFAULT_DDP_TIMEOUT,
+    KINDS,
+    RECIPES,
+    RunConfig,
+    apply_recipe,
+    evaluate_points,
+    load_run,
+    train_run,
+)
 from .io import markdown_table, save_figure, write_json, write_text
 from .projections import available_methods
+
+#: Garipov et al. 2018's curve recipe (dnn-mode-connectivity README, PreResNet164 / WRN28x10):
+#: SGD momentum 0.9, 200 epochs, lr 0.03, ½·wd·‖θ(t)‖² with wd 3e-4 on the point, no optimizer
+#: weight decay, lr constant to 50% then linearly down to 1% by 90% of training.
+CURVE_RECIPES: dict[str, dict[str, Any]] = {
+    "garipov2018": {"epochs": 200, "lr": 0.03, "point_weight_decay": 3e-4, "schedule": "garipov"},
+}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -85,9 +101,23 @@ def _config(a: argparse.Namespace) -> RunConfig:
     return RunConfig(**{k: v for k, v in vars(a).items() if k in names})
 
 
+def _explicit(a: argparse.Namespace) -> set[str]:
+    """The destinations of the options given on the command line (not left at their defaults)."""
+    tokens = a.argv
+    return {
+        action.dest
+        for action in a.parser._actions
+        if any(t == o or t.startswith(o + "=") for o in action.option_strings for t in tokens)
+    }
+
+
 def cmd_train(a: argparse.Namespace) -> None:
+    cfg = _config(a)
+    if a.recipe:
+        cfg = apply_recipe(cfg, a.recipe, keep=_explicit(a))
+        print(f"[train] recipe {a.recipe}: " + ", ".join(f"{k}={getattr(cfg, k)}" for k in RECIPES[a.recipe]))
     summary = train_run(
-        _config(a),
+        cfg,
         a.out,
         resume=a.resume,
         overwrite=a.overwrite,
@@ -171,11 +201,20 @@ def cmd_connect(a: argparse.Namespace) -> None:
     curve = connect(model_a, model_b, curve=a.curve, bends=a.bends, seed=a.seed)
     train_loader, train_eval, test_loader = data.loaders(cfg_a.batch_size, seed=a.seed)
     torch.manual_seed(a.seed)
+    settings = {
+        "epochs": a.epochs,
+        "lr": a.lr,
+        "point_weight_decay": a.point_weight_decay,
+        "schedule": a.schedule,
+    }
+    if a.recipe:
+        explicit = _explicit(a)
+        settings.update({k: v for k, v in CURVE_RECIPES[a.recipe].items() if k not in explicit})
+        print(f"[connect] recipe {a.recipe}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     tcfg = TrainConfig(
-        epochs=a.epochs,
-        lr=a.lr,
+        **settings,
         weight_decay=0.0,
-        point_weight_decay=a.point_weight_decay,
+        warmup_epochs=0.0 if settings["schedule"] == "garipov" else 1.0,
         beta=0.0,
         progress=not a.no_progress,
         desc="fit curve",
@@ -190,8 +229,8 @@ def cmd_connect(a: argparse.Namespace) -> None:
             "run_b": str(a.run_b),
             "curve": a.curve,
             "bends": a.bends,
-            "epochs": a.epochs,
-            "lr": a.lr,
+            "recipe": a.recipe,
+            **settings,
             "seed": a.seed,
         },
     )
@@ -300,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(every epoch), model.pt. Under torchrun, trains with DistributedDataParallel.",
     )
     _add_run_options(t)
+    t.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(RECIPES),
+        help="a paper's recipe (wortsman2021: SGD lr 0.1, wd 1e-4, batch 128, 160 epochs, 5 warm-up); "
+        "options given explicitly override it",
+    )
     t.add_argument("--out", required=True, help="output folder of the run")
     t.add_argument(
         "--resume",
@@ -330,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-after-epoch", type=int, default=None, help="checkpoint and stop after this epoch")
     t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, parser=t)
 
     e = sub.add_parser(
         "evaluate",
@@ -358,12 +404,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bends", type=int, default=1, help="bends of a chain")
     c.add_argument("--epochs", type=int, default=20, help="epochs to train the bends")
     c.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
-    c.add_argument("--point-weight-decay", type=float, default=0.0, help="½·wd·‖θ(t)‖² on the point")
+    c.add_argument(
+        "--point-weight-decay",
+        type=float,
+        default=3e-4,
+        help="½·wd·‖θ(t)‖² on the point (Garipov et al.'s curve objective; their PreResNet164 value)",
+    )
+    c.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=["cosine", "constant", "garipov"],
+        help="learning-rate schedule",
+    )
+    c.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(CURVE_RECIPES),
+        help="garipov2018: 200 epochs, lr 0.03, point wd 3e-4, constant then linear to 1%% (their "
+        "PreResNet164/WRN curves); options given explicitly override it",
+    )
     c.add_argument("--points", type=int, default=21, help="points on the path for the evaluation")
     c.add_argument("--seed", type=int, default=0, help="seed of the data order and of t")
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    c.set_defaults(func=cmd_connect)
+    c.set_defaults(func=cmd_connect, parser=c)
 
     pl = sub.add_parser("plane", help="loss and error on the plane through a fitted curve's ends and bend")
     pl.add_argument("connect_dir", help="output folder of `connect`")
@@ -416,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run a subcommand. A library error (a bad or missing file, a diverged run, a run directory in
     use) is printed as one line and exits with status 1 (``SUBSPACE_PARAM_TRACEBACK=1``: re-raised)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
     except (SubspaceError, ValueError) as e:

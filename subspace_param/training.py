@@ -45,7 +45,7 @@ class TrainConfig:
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "garipov"] = "cosine"
     warmup_epochs: float = 1.0
     beta: float = 1.0
     point_weight_decay: float = 0.0
@@ -70,14 +70,27 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
 
 
+SCHEDULES = ("cosine", "constant", "garipov")
+
+
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str = "cosine") -> float:
-    """lr = base·(s+1)/warmup during warm-up, then base·½(1 + cos(π·progress)) (or base, constant)."""
+    """lr = base·(s+1)/warmup during warm-up, then, with progress u = s / total:
+
+    * ``cosine``: base·½(1 + cos(π·(s − warmup)/(total − warmup)));
+    * ``constant``: base;
+    * ``garipov`` (Garipov et al.'s curve schedule): base for u ≤ 0.5, then linearly down to
+      0.01·base at u = 0.9, then 0.01·base.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {schedule!r}")
     if step < warmup:
         return base * (step + 1) / warmup
     if schedule == "constant":
         return base
-    if schedule != "cosine":
-        raise ValueError(f"TrainConfig.schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if schedule == "garipov":
+        u = step / max(1, total)
+        factor = 1.0 if u <= 0.5 else (1.0 - 0.99 * (u - 0.5) / 0.4 if u <= 0.9 else 0.01)
+        return base * factor
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 

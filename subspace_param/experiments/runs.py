@@ -129,6 +129,33 @@ class RunConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+#: The papers' recipes, by name (``subspace-param train --recipe NAME``; options given explicitly
+#: override them). ``wortsman2021``: Wortsman et al. 2021 (apple/learning-subspaces, CIFAR-10
+#: cResNet20): SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 160 epochs, 5 warm-up
+#: epochs then cosine, β = 1, one point per batch (the reference steps the lr per epoch; this
+#: library per iteration).
+RECIPES: dict[str, dict[str, Any]] = {
+    "wortsman2021": {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "epochs": 160,
+        "warmup_epochs": 5.0,
+        "beta": 1.0,
+        "num_samples": 1,
+    },
+}
+
+
+def apply_recipe(cfg: RunConfig, name: str, keep: set[str] = frozenset()) -> RunConfig:  # type: ignore[assignment]
+    """``cfg`` with the fields of recipe ``name``, except those in ``keep`` (set explicitly)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    return dataclasses.replace(cfg, **{k: v for k, v in RECIPES[name].items() if k not in keep})
+
+
 def load_data(cfg: RunConfig) -> Dataset:
     data = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
     return with_label_noise(data, cfg.label_noise, seed=0) if cfg.label_noise > 0 else data
