@@ -61,7 +61,15 @@ if [ "${SUBSPACE_PARAM_SKIP_FLOOR:-0}" = 1 ]; then
     echo "[test] floor run skipped (SUBSPACE_PARAM_SKIP_FLOOR=1)" >&2
     exit 0
 fi
-FLOOR_PY="$(command -v python3.10 || ls "$HOME"/.pyenv/versions/3.10*/bin/python3.10 2>/dev/null | tail -1 || true)"
+FLOOR_PY=""
+# the first Python 3.10 that really runs (pyenv's shim is on PATH but fails without a pyenv version set)
+for candidate in "$HOME"/.pyenv/versions/3.10*/bin/python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10 \
+    "$(command -v python3.10 || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null; then
+        FLOOR_PY="$candidate"
+        break
+    fi
+done
 if [ -z "$FLOOR_PY" ]; then
     echo "[test] no python3.10 on this machine: the floor run uses $(python3 --version)" >&2
     FLOOR_PY=python3
