@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,8 @@ def load_file(
         raise FileReadError(path, f"is not a file (expected {what})")
     if path.stat().st_size == 0:
         raise FileReadError(path, f"is empty: the {what} was never completely written{todo}")
+    with open(path, "rb") as f:
+        zipped = f.read(2) == b"PK"  # torch.save writes a zip archive
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")
@@ -54,7 +55,9 @@ def load_file(
                 "written by subspace-param or has been tampered with",
             ) from None
         raise FileReadError(path, f"is not a PyTorch file (expected {what}){todo}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # random bytes make the unpickler raise almost anything (IndexError, …)
+        if not zipped:  # neither a zip archive nor a pickle PyTorch can read
+            raise FileReadError(path, f"is not a PyTorch file (expected {what}){todo}") from None
         reason = str(e).split(".")[0].strip() or type(e).__name__
         if "weights_only" in reason:  # never pass on PyTorch's advice to load unsafely
             reason = type(e).__name__

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import signal
 import socket
 import subprocess
@@ -53,6 +54,13 @@ def _cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
 
 def _last_line(err: str) -> str:
     return [line for line in err.strip().splitlines() if line.strip()][-1]
+
+
+def _noise(n: int, seed: int) -> bytes:
+    """Deterministic random bytes that do not start like a zip archive (``PK``)."""
+    data = random.Random(seed).randbytes(n)
+    assert not data.startswith(b"PK")
+    return data
 
 
 def _states_equal(a: dict, b: dict) -> bool:
@@ -131,7 +139,7 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, finished_run) -> None
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     random_bytes = tmp_path / "random.pt"
-    random_bytes.write_bytes(os.urandom(700))
+    random_bytes.write_bytes(_noise(700, 0))
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     plain = tmp_path / "plain.pt"
@@ -157,7 +165,7 @@ def test_resume_errors_name_the_checkpoint(tmp_path, finished_run) -> None:
     good = (run / "checkpoint.pt").read_bytes()
     cases = {
         good[: len(good) // 3]: "truncated or corrupt",
-        os.urandom(1000): "not a PyTorch file",
+        _noise(1000, 1): "not a PyTorch file",
     }
     for data, what in cases.items():
         (run / "checkpoint.pt").write_bytes(data)
