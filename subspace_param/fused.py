@@ -36,7 +36,7 @@ from torch import nn
 
 from .names import FUSED_ATTRIBUTE, POINT_BUFFER
 from .ops import combine_torch, uses_triton
-from .parametrization import point_coefficients
+from .parametrization import SubspaceParametrization, point_coefficients
 
 
 class FusedWeights:
@@ -109,7 +109,6 @@ class FusedWeights:
     def build(self, root: nn.Module) -> None:
         """Find the vertex parameters and move them into flat buffers (at wrap time, and whenever
         the layout was lost)."""
-        from .parametrization import SubspaceParametrization
         from .selection import find_parametrized
 
         self._reset()

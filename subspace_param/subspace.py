@@ -341,8 +341,7 @@ def _reattach(module: nn.Module, name: str, plist: nn.Module) -> None:
     with torch.no_grad():
         placeholder = plist().detach().clone()
     module.register_parameter(name, nn.Parameter(placeholder, requires_grad=False))
-    parametrize.register_parametrization(module, name, nn.Identity(), unsafe=True)
-    module.parametrizations[name] = plist
+    ties.attach_list(module, name, plist)
 
 
 def _strip(model: nn.Module) -> None:

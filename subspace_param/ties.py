@@ -39,15 +39,22 @@ def secondary_refs(model: nn.Module, refs: Sequence[TensorRef]) -> list[tuple[Te
     return out
 
 
-def share(primary: TensorRef, secondary: TensorRef) -> None:
-    """Make ``secondary`` read the primary's parametrization (call after parametrizing the primary).
+def attach_list(module: nn.Module, name: str, plist: nn.Module) -> None:
+    """Make ``module.<name>`` read the existing parametrization list ``plist``.
 
-    ``register_parametrization`` with an identity sets up the module's parametrized class and the
-    property for the name; its list is then replaced by the primary's (the tied Parameter, already
-    replaced by vertices on the primary, is dropped here too)."""
-    parametrize.register_parametrization(secondary.module, secondary.local_name, nn.Identity(), unsafe=True)
-    shared = getattr(primary.module.parametrizations, primary.local_name)
-    secondary.module.parametrizations[secondary.local_name] = shared
+    ``register_parametrization`` with an identity sets up the module's own parametrized class and the
+    property for ``name`` (``module.<name>`` must hold a tensor of the right shape); its list is then
+    replaced by ``plist``."""
+    parametrize.register_parametrization(module, name, nn.Identity(), unsafe=True)
+    module.parametrizations[name] = plist
+
+
+def share(primary: TensorRef, secondary: TensorRef) -> None:
+    """Make ``secondary`` read the primary's parametrization (call after parametrizing the primary;
+    the tied Parameter, already replaced by vertices on the primary, is dropped here too)."""
+    attach_list(
+        secondary.module, secondary.local_name, getattr(primary.module.parametrizations, primary.local_name)
+    )
 
 
 def unshare(model: nn.Module, ties: dict[str, str]) -> None:

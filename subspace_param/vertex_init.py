@@ -117,11 +117,12 @@ class Independent(VertexInit):
             for _ in range(1, num_vertices):
                 for idxs in by_module.values():
                     module = refs[idxs[0]].module
-                    fresh, rescale = None, True
-                    if hf_init is not None and not isinstance(module, parametrize.ParametrizationList):
-                        fresh, rescale = copy.deepcopy(module), False
+                    source = _draw_source(hf_init is not None, module)
+                    fresh, rescale = None, source == "reset"
+                    if source == "hf":
+                        fresh = copy.deepcopy(module)
                         hf_init(fresh)
-                    elif has_reset_parameters(module):
+                    elif source == "reset":
                         fresh = copy.deepcopy(module)
                         reset = getattr(fresh, "reset_parameters", None) or fresh._reset_parameters
                         reset()
@@ -141,14 +142,22 @@ class Independent(VertexInit):
         return out
 
 
+def _draw_source(in_hf_model: bool, module: nn.Module) -> str:
+    """Where :class:`Independent` draws a non-constant tensor of ``module`` from: ``"hf"`` (the model's
+    ``_init_weights``), ``"reset"`` (``reset_parameters``, rescaled to V0) or ``"none"`` (normal)."""
+    if in_hf_model and not isinstance(module, parametrize.ParametrizationList):
+        return "hf"
+    return "reset" if has_reset_parameters(module) else "none"
+
+
 def describe_draw(model: nn.Module, ref: TensorRef) -> str:
     """How :class:`Independent` (the default) draws the extra vertices of ``ref`` (for check_model)."""
-    t = tensor_of(ref)
-    if _constant(t):
+    if _constant(tensor_of(ref)):
         return "constant: copied"
-    if hf_initialiser(model) is not None and not isinstance(ref.module, parametrize.ParametrizationList):
+    source = _draw_source(hf_initialiser(model) is not None, ref.module)
+    if source == "hf":
         return "Hugging Face _init_weights"
-    if has_reset_parameters(ref.module):
+    if source == "reset":
         owner = parametrize.type_before_parametrizations(ref.module).__name__
         return f"{owner}.reset_parameters, rescaled to V0's mean and std"
     return "normal with V0's mean and std (the owner has no initialiser)"

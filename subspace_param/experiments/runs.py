@@ -210,14 +210,6 @@ def _agree(rank: int, world: int, message: str | None) -> str | None:
     return box[0]
 
 
-def _any_rank(world: int, flag: bool, device: str) -> bool:
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
-
-
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "history", "elapsed", "rng")
 
 
@@ -430,7 +422,10 @@ def _train(
             loss.backward()  # one backward per step: DDP all-reduces task and regulariser gradients together
             step += 1
             problems = nonfinite_problems(loss, trainable)
-            if _any_rank(world, bool(problems), device):  # every rank skips or stops together
+            # under DDP the gradients are all-reduced, hence equal on every rank (a NaN loss anywhere
+            # makes them NaN everywhere): deciding on them keeps the ranks together, no extra collective
+            diverged = bool(problems) if world == 1 else any(q.startswith("gradient") for q in problems)
+            if diverged:  # every rank skips or stops together
                 where = f"epoch {epoch + 1}, step {step} (batch {i + 1} of {steps_per_epoch})"
                 if on_nonfinite == "stop":
                     kept = (
