@@ -246,6 +246,7 @@ out = [None, None]
 dist.all_gather_object(out, points)
 if dist.get_rank() == 0:
     open(sys.argv[1], "w").write(json.dumps(out))
+dist.destroy_process_group()  # gloo's threads would otherwise abort at interpreter exit
 """
 
 
