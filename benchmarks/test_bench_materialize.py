@@ -73,6 +73,7 @@ def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[],
             torch.autograd.backward([*weights, reg], [*grads, one])
             sync()
 
+        step.subspace = sub  # type: ignore[attr-defined]
         return step
 
     def step() -> None:
@@ -85,6 +86,7 @@ def make_materialize(model_name: str, kind: str, contender: str) -> Callable[[],
         torch.autograd.backward([*weights, reg], [*grads, one])
         sync()
 
+    step.subspace = sub  # type: ignore[attr-defined]
     return step
 
 

@@ -2,11 +2,13 @@
 
 Entry (i, j) of the D × d matrix S is ±1, read from bit ``j mod 32`` of the 32-bit word
 
-    W(i, ⌊j / 32⌋) = mix(mix(i ⊕ s₀) ⊕ mix(⌊j/32⌋ ⊕ s₁))          (+1 where the bit is set)
+    W(i, ⌊j / 32⌋) = mix(r(i) ⊕ mix(⌊j/32⌋ ⊕ s₁))                 (+1 where the bit is set)
+    r(i) = mix(lo(i) ⊕ s₀), ⊕ mix(hi(i) ⊕ s₂) when hi(i) = ⌊i / 2³²⌋ ≠ 0
 
 with ``mix`` a two-multiply integer finaliser (constants below 2³¹, so the PyTorch path can do
 exact int64 arithmetic without overflow and match the Triton path's uint32 arithmetic bit for
-bit) and (s₀, s₁) derived from the seed. The projection uses P = S / √D, whose columns have
+bit) and (s₀, s₁, s₂) derived from the seed. Rows past 2³² mix in their high word, so signs never
+repeat (all index arithmetic is 64-bit). The projection uses P = S / √D, whose columns have
 norm exactly 1 over the D rows with no normalisation pass.
 
 Two implementations of the same entries:
@@ -29,7 +31,8 @@ MUL2 = 0x735A2D97
 SALT0 = 0x5BD1E995
 SALT1 = 0x1B873593
 WORD_BITS = 32
-MAX_ROWS = 2**32
+MAX_ROWS = 2**62
+SALT2 = 0x2545F491
 
 
 def mix32_int(x: int) -> int:
@@ -42,12 +45,20 @@ def mix32_int(x: int) -> int:
     return x ^ (x >> 15)
 
 
-def seed_salts(seed: int) -> tuple[int, int]:
-    """(s₀, s₁): two 31-bit salts from a 64-bit seed."""
+def seed_salts(seed: int) -> tuple[int, int, int]:
+    """(s₀, s₁, s₂): three 31-bit salts from a 64-bit seed."""
     lo, hi = seed & MASK32, (seed >> 32) & MASK32
     s0 = mix32_int(lo ^ SALT0) ^ mix32_int(hi ^ SALT1)
     s1 = mix32_int(s0 ^ SALT1 ^ mix32_int(hi))
-    return s0 & 0x7FFFFFFF, s1 & 0x7FFFFFFF
+    s2 = mix32_int(s1 ^ SALT2)
+    return s0 & 0x7FFFFFFF, s1 & 0x7FFFFFFF, s2 & 0x7FFFFFFF
+
+
+def row_keys(rows: torch.Tensor, s0: int, s2: int) -> torch.Tensor:
+    """r(i) for an int64 tensor of row indices (see the module docstring)."""
+    key = mix32((rows & MASK32) ^ s0)
+    hi = rows >> 32
+    return torch.where(hi != 0, key ^ mix32(hi ^ s2), key)
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +89,10 @@ def sign_block(
     Bits are unpacked a byte at a time through a 256-entry table (16× faster than shifting).
     """
     device = torch.device(device)
-    s0, s1 = seed_salts(seed)
+    s0, s1, s2 = seed_salts(seed)
     rows = torch.arange(row_start, row_stop, dtype=torch.int64, device=device)
     words = torch.arange((dim + WORD_BITS - 1) // WORD_BITS, dtype=torch.int64, device=device)
-    w = mix32(mix32(rows ^ s0)[:, None] ^ mix32(words ^ s1)[None, :])
+    w = mix32(row_keys(rows, s0, s2)[:, None] ^ mix32(words ^ s1)[None, :])
     byte = torch.stack([(w >> shift) & 255 for shift in (0, 8, 16, 24)], dim=-1)
     return _byte_signs(device)[byte].reshape(len(rows), -1)[:, :dim]
 
@@ -145,11 +156,11 @@ def rows_matvec_triton(
     out = torch.empty(n, device=omega.device, dtype=torch.float32)
     if n == 0:
         return out.to(omega.dtype)
-    s0, s1 = seed_salts(seed)
+    s0, s1, s2 = seed_salts(seed)
     block_r, block_w = _blocks()
     grid = (triton.cdiv(n, block_r),)
     matvec_kernel[grid](
-        omega, out, row_start, n, omega.numel(), s0, s1, scale, BLOCK_R=block_r, BLOCK_W=block_w
+        omega, out, row_start, n, omega.numel(), s0, s1, s2, scale, BLOCK_R=block_r, BLOCK_W=block_w
     )
     return out.to(omega.dtype)
 
@@ -172,9 +183,9 @@ def rows_rmatvec_triton(
     splits = max(1, min(target, triton.cdiv(n, 8 * block_r)))
     rows_per_split = triton.cdiv(max(n, 1), splits)
     partial = torch.empty(splits, dim, device=grad.device, dtype=torch.float32)
-    s0, s1 = seed_salts(seed)
+    s0, s1, s2 = seed_salts(seed)
     grid = (n_word_blocks, splits)
     rmatvec_kernel[grid](
-        grad, partial, row_start, n, dim, rows_per_split, s0, s1, scale, BLOCK_R=block_r, BLOCK_W=block_w
+        grad, partial, row_start, n, dim, rows_per_split, s0, s1, s2, scale, BLOCK_R=block_r, BLOCK_W=block_w
     )
     return partial.sum(0).to(grad.dtype)

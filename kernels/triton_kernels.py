@@ -1,25 +1,35 @@
 """Triton kernels: vertex combination, Gram partial sums, fused vertex gradients.
 
-One program handles up to BLOCK contiguous elements and reads each vertex once:
+One program handles up to BLOCK contiguous elements and reads every byte it needs exactly once:
+the K vertices are loaded once into registers and reused for w, the Gram entries and the
+gradient terms.
 
 * ``combine_fwd``:  w = Σ_k c_k V_k, and optionally the partial sums of every Gram entry
   ⟨V_a, V_b⟩ (a ≤ b) of its block (``GRAM``), written to ``partials[pid, pair]``;
 * ``combine_bwd``:  ∂/∂V_k = c_k · g (``HAS_G``) + Σ_m A[k, m] · V_m (``HAS_A``), where A carries the
-  regulariser's gradient, so the task gradient and the regulariser gradient are one pass.
+  regulariser's gradient, so the task gradient and the regulariser gradient are one pass. The
+  vertices are read only when ``HAS_A``; gradients are written only for the vertices in the bit
+  mask ``WANT`` (frozen vertices cost nothing).
 
 Two launch layouts share the same code:
 
 * plain (``SEGMENTED=False``): one tensor of n elements, program ``pid`` covers
   ``[pid·BLOCK, min((pid+1)·BLOCK, n))``, one coefficient row, one A;
-* segmented (``SEGMENTED=True``): *all* tensors of a model, laid out back to back in one flat buffer
-  per vertex. A chunk table gives each program its range ``[start[pid], end[pid])`` (never crossing
-  a tensor boundary), its coefficient row ``row[pid]`` (layerwise subspaces have one row per module)
-  and its tensor ``tensor[pid]`` (which K × K block of A applies). One launch then covers the whole
-  model, and the Gram partials of a program belong to exactly one tensor.
+* segmented (``SEGMENTED=True``): many tensors laid out back to back in one flat buffer per vertex,
+  each tensor's segment starting on a multiple of ``ALIGN`` elements and padded to one (so every
+  chunk bound is a multiple of ``ALIGN`` and the accesses are 128-bit). Row ``pid`` of an int64
+  table ``[start, end, row, tensor, segment start, size]`` gives the program its chunk (never
+  crossing a segment), its coefficient row (layerwise subspaces have one per module), its tensor
+  (which K × K block of A applies, and which of the ``T`` weight-gradient pointers it reads), and
+  where that tensor's segment begins and how many real elements it has. The weight gradients
+  arrive as T separate tensors (autograd produces one per weight) and are read in place: no
+  concatenation.
 
-Vertices are passed as a tuple of pointers and the tables as plain integer tensors (no pointer
-arrays, no indirect addressing), so the same kernels run under ``TRITON_INTERPRET=1`` on CPU
-tensors. Arithmetic is in fp32 (fp64 for fp64 inputs).
+Vertices and weight gradients are passed as tuples of pointers and the tables as plain integer
+tensors (no pointer arrays, no indirect addressing), so the same kernels run under
+``TRITON_INTERPRET=1`` on CPU tensors. Arithmetic is in fp32 (fp64 for fp64 inputs); coefficients
+are fp32/fp64 on every dtype. All offsets are int64: tensors past 2³¹ elements are addressed
+correctly.
 """
 
 from __future__ import annotations
@@ -27,15 +37,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+#: columns of a segmented launch table
+TABLE_COLUMNS = 6
+#: the segment alignment the kernels assume (``tl.multiple_of(…, 16)``) is ``limits.ALIGN``
+
 
 @triton.jit
-def _program_range(pid, n, start_ptr, end_ptr, SEGMENTED: tl.constexpr, BLOCK: tl.constexpr):
+def _program_range(pid, n, table_ptr, SEGMENTED: tl.constexpr, BLOCK: tl.constexpr):
     if SEGMENTED:
-        start = tl.load(start_ptr + pid)
-        end = tl.load(end_ptr + pid)
+        start = tl.multiple_of(tl.load(table_ptr + pid * 6), 16)
+        end = tl.multiple_of(tl.load(table_ptr + pid * 6 + 1), 16)
     else:
         start = pid.to(tl.int64) * BLOCK
-        end = n + start * 0  # same type as start
+        end = n + start * 0  # int64, like start
     return start, end
 
 
@@ -46,9 +60,7 @@ def combine_fwd(
     vertices,
     partial_ptr,
     n,
-    start_ptr,
-    end_ptr,
-    row_ptr,
+    table_ptr,
     K: tl.constexpr,
     WRITE_OUT: tl.constexpr,
     GRAM: tl.constexpr,
@@ -57,42 +69,43 @@ def combine_fwd(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    start, end = _program_range(pid, n, start_ptr, end_ptr, SEGMENTED, BLOCK)
+    start, end = _program_range(pid, n, table_ptr, SEGMENTED, BLOCK)
     offs = start + tl.arange(0, BLOCK)
     mask = offs < end
+    xs = ()
+    for k in tl.static_range(K):
+        xs = xs + (tl.load(vertices[k] + offs, mask=mask, other=0.0).to(ACC),)  # noqa: RUF005 (Triton tuples)
     if WRITE_OUT:
         if SEGMENTED:
-            row = tl.load(row_ptr + pid)
+            row = tl.load(table_ptr + pid * 6 + 2)
         else:
             row = 0
         acc = tl.zeros([BLOCK], dtype=ACC)
         for k in tl.static_range(K):
-            c = tl.load(coeff_ptr + row * K + k).to(ACC)
-            acc += c * tl.load(vertices[k] + offs, mask=mask, other=0.0).to(ACC)
+            acc += tl.load(coeff_ptr + row * K + k).to(ACC) * xs[k]
         tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
     if GRAM:
         p = 0
         for a in tl.static_range(K):
-            xa = tl.load(vertices[a] + offs, mask=mask, other=0.0).to(ACC)
             for b in tl.static_range(a, K):
-                xb = tl.load(vertices[b] + offs, mask=mask, other=0.0).to(ACC)
-                tl.store(partial_ptr + pid * (K * (K + 1) // 2) + p, tl.sum(xa * xb, axis=0))
+                tl.store(
+                    partial_ptr + pid.to(tl.int64) * (K * (K + 1) // 2) + p, tl.sum(xs[a] * xs[b], axis=0)
+                )
                 p += 1
 
 
 @triton.jit
 def combine_bwd(
     grads,
-    grad_ptr,
+    weight_grads,
     coeff_ptr,
     a_ptr,
     vertices,
     n,
-    start_ptr,
-    end_ptr,
-    row_ptr,
-    tensor_ptr,
+    table_ptr,
     K: tl.constexpr,
+    T: tl.constexpr,
+    WANT: tl.constexpr,
     HAS_G: tl.constexpr,
     HAS_A: tl.constexpr,
     SEGMENTED: tl.constexpr,
@@ -100,24 +113,39 @@ def combine_bwd(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    start, end = _program_range(pid, n, start_ptr, end_ptr, SEGMENTED, BLOCK)
+    start, end = _program_range(pid, n, table_ptr, SEGMENTED, BLOCK)
     offs = start + tl.arange(0, BLOCK)
     mask = offs < end
     if SEGMENTED:
-        row = tl.load(row_ptr + pid)
-        tensor = tl.load(tensor_ptr + pid)
+        row = tl.load(table_ptr + pid * 6 + 2)
+        tensor = tl.load(table_ptr + pid * 6 + 3)
     else:
         row = 0
         tensor = 0
+    xs = ()
+    if HAS_A:
+        for m in tl.static_range(K):
+            xs = xs + (tl.load(vertices[m] + offs, mask=mask, other=0.0).to(ACC),)  # noqa: RUF005
+    g = tl.zeros([BLOCK], dtype=ACC)
     if HAS_G:
-        g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC)
+        if SEGMENTED:
+            seg = tl.multiple_of(tl.load(table_ptr + pid * 6 + 4), 16)
+            size = tl.load(table_ptr + pid * 6 + 5)
+            local = offs - seg
+            for t in tl.static_range(T):  # one branch runs: the pointer of this program's tensor
+                if tensor == t:
+                    if size % 16 == 0:  # no padding: the chunk mask is exact, and 128-bit
+                        g = tl.load(weight_grads[t] + local, mask=mask, other=0.0).to(ACC)
+                    else:
+                        g = tl.load(weight_grads[t] + local, mask=local < size, other=0.0).to(ACC)
+        else:
+            g = tl.load(weight_grads[0] + offs, mask=mask, other=0.0).to(ACC)
     for k in tl.static_range(K):
-        acc = tl.zeros([BLOCK], dtype=ACC)
-        if HAS_G:
-            acc += tl.load(coeff_ptr + row * K + k).to(ACC) * g
-        if HAS_A:
-            for m in tl.static_range(K):
-                acc += tl.load(a_ptr + tensor * (K * K) + k * K + m).to(ACC) * tl.load(
-                    vertices[m] + offs, mask=mask, other=0.0
-                ).to(ACC)
-        tl.store(grads[k] + offs, acc.to(grads[k].dtype.element_ty), mask=mask)
+        if (WANT >> k) & 1:
+            acc = tl.zeros([BLOCK], dtype=ACC)
+            if HAS_G:
+                acc += tl.load(coeff_ptr + row * K + k).to(ACC) * g
+            if HAS_A:
+                for m in tl.static_range(K):
+                    acc += tl.load(a_ptr + tensor * (K * K) + k * K + m).to(ACC) * xs[m]
+            tl.store(grads[k] + offs, acc.to(grads[k].dtype.element_ty), mask=mask)

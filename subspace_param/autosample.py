@@ -126,6 +126,8 @@ class AutoSample:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.samples = 0
         self.last_regularizer: float | None = None
+        if self.beta > 0:
+            sub.expect_regularizer()
         self._pre = model.register_forward_pre_hook(self._before_forward, prepend=True)
         self._post = model.register_forward_hook(self._after_forward)
 

@@ -24,16 +24,30 @@ def resolve_backend(backend: str | None) -> str:
     return chosen
 
 
-def combine_torch(coefficients: torch.Tensor, vertices: Sequence[torch.Tensor]) -> torch.Tensor:
+def combine_torch(
+    coefficients: torch.Tensor, vertices: Sequence[torch.Tensor], out: torch.Tensor | None = None
+) -> torch.Tensor:
     """w = Σ_k c_k V_k with single fused ops: one ``lerp`` for K = 2 (valid since c_0 + c_1 = 1),
-    otherwise one ``mul`` and K − 1 in-place ``addcmul_`` (no temporaries)."""
-    c = coefficients.to(vertices[0].dtype)
-    if len(vertices) == 2:
-        return torch.lerp(vertices[0], vertices[1], c[1])
-    w = torch.mul(vertices[0], c[0])
+    otherwise one ``mul`` and K − 1 in-place ``addcmul_`` (no temporaries); into ``out`` if given.
+
+    The coefficients stay in fp32 (fp64 for fp64 vertices) whatever the vertex dtype, as in the
+    Triton kernels: α is not rounded to bf16 before it is applied, so both backends agree."""
+    acc = torch.float64 if vertices[0].dtype == torch.float64 else torch.float32
+    c = coefficients.to(acc)
+    if vertices[0].dtype in (torch.float32, torch.float64):
+        if len(vertices) == 2:
+            if out is None:
+                return torch.lerp(vertices[0], vertices[1], c[1].to(vertices[0].dtype))
+            return torch.lerp(vertices[0], vertices[1], c[1].to(vertices[0].dtype), out=out)
+        w = torch.mul(vertices[0], c[0], out=out) if out is not None else torch.mul(vertices[0], c[0])
+        for k in range(1, len(vertices)):
+            w.addcmul_(vertices[k], c[k])
+        return w
+    # half precision: accumulate in fp32 like the kernels, round once
+    w32 = vertices[0].to(acc) * c[0]
     for k in range(1, len(vertices)):
-        w.addcmul_(vertices[k], c[k])
-    return w
+        w32.add_(vertices[k].to(acc) * c[k])
+    return w32.to(vertices[0].dtype) if out is None else out.copy_(w32)
 
 
 def triton_usable() -> bool:

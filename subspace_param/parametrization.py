@@ -47,8 +47,8 @@ class SubspaceParametrization(nn.Module):
     def forward(self, *vertices: torch.Tensor) -> torch.Tensor:
         root = self._root
         fused = root.__dict__.get(FUSED_ATTRIBUTE)
-        if fused is not None and fused.weights is not None:  # inside a root forward: one launch did all
-            return fused.weights[self.index]
+        if fused is not None and fused.weights is not None:  # inside a root forward: one launch per bucket
+            return fused.weight(self.index)
         spec = root.__dict__[SPEC_ATTRIBUTE]
         coefficients = point_coefficients(root)[spec["groups"][self.index]]
         return combine(coefficients, vertices, spec["backend"], root.__dict__[RUNTIME_ATTRIBUTE]["triton_ok"])

@@ -188,6 +188,15 @@ class Subspace:
             if tensors == "all" or is_weight(n, row[0])
         ]
 
+    def expect_regularizer(self) -> None:
+        """Announce that the loop adds :meth:`regularizer` after each forward: from the next
+        forward on, the fused path computes the Gram entries with the weights, so the very first
+        step already takes the same arithmetic as every later one (a resumed run is then bit-identical
+        to an uninterrupted one). Without it, the first :meth:`regularizer` call does this itself."""
+        fused = fused_weights(self.model)
+        if fused is not None:
+            fused.want_gram = True
+
     def regularizer(
         self,
         beta: float = 1.0,
@@ -203,9 +212,9 @@ class Subspace:
         ``"all"`` averages over the K(K−1)/2 pairs. ``per_layer`` averages per-tensor cosines
         instead of one global cosine over the concatenated tensors.
 
-        On the fused Triton path, call it *after* the forward: from the second call on, the Gram
-        entries come from the forward's own launch, and the regulariser's gradient joins the weight
-        gradient in one backward launch (otherwise one Gram pass per tensor is made here).
+        On the fused path, call it *after* the forward: from the second call on, the Gram entries
+        come from the forward's own pass, and the regulariser's gradient joins the weight gradient
+        in the same backward (otherwise one Gram pass per tensor is made here).
         """
         rows = self.vertices()
         covered_index = [i for i, row in enumerate(rows) if tensors == "all" or is_weight("", row[0])]
@@ -223,7 +232,7 @@ class Subspace:
         backend = getattr(self.model, SPEC_ATTRIBUTE)["backend"]
         use_triton = uses_triton(backend, triton_usable(), covered[0][0].device, k)
         fused = fused_weights(self.model)
-        if use_triton and fused is not None:
+        if fused is not None and fused.ready(self.model):
             grams = fused.fresh_gram(covered_index)
             if grams is not None:  # computed by the last forward's launch: the backward joins it too
                 return beta * cosine_from_grams(grams, chosen, per_layer)

@@ -151,6 +151,7 @@ def test_fused_triton_gradcheck_weights_and_gram():
 
     def f(*params):
         weights = fused.materialize(coefficients)
+        fused.close_window()
         return (*weights, fused.fresh_gram())
 
     params = tuple(sub.parameters())
@@ -207,15 +208,36 @@ def test_layerwise_on_the_torch_backend_falls_back_per_tensor():
     assert fused.fused_forwards == 0
 
 
-def test_by_default_cpu_tensors_on_the_torch_backend_are_not_fused():
+def test_by_default_cpu_tensors_are_fused_and_buffers_are_reused_across_steps():
     model = small_mlp()
     sub = sp.line(model, seed=0, backend="torch")
     fused = fused_weights(model)
-    assert not fused.always and fused._params is None  # nothing flattened
-    storages = {p.untyped_storage().data_ptr() for p in sub.parameters()}
-    assert len(storages) == len(list(sub.parameters()))
-    model(torch.randn(2, model[0].in_features, dtype=torch.float64))
-    assert fused.fused_forwards == 0
+    assert not fused.always and fused._params is not None  # flattened at wrap time on CPU
+    opt = torch.optim.SGD(sub.parameters(), lr=0.1)
+    x = torch.randn(2, model[0].in_features, dtype=torch.float64)
+    pointers = []
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        sub.sample()
+        (model(x).square().sum() + sub.regularizer()).backward()
+        opt.step()
+        pointers.append({key: buf.data_ptr() for key, (buf, _) in fused._spares._buffers.items()})
+    assert fused.fused_forwards == 3
+    assert pointers[1] == pointers[2] and pointers[1]  # nothing full-size is allocated once warm
+
+
+def test_a_held_weight_buffer_is_not_reused():
+    model = small_mlp()
+    sub = sp.line(model, seed=0, fused=True)
+    x = torch.randn(2, model[0].in_features, dtype=torch.float64)
+    held = []
+    model.register_forward_hook(lambda m, a, o: held.append(m[0].weight))
+    model(x)
+    first = held[-1].clone()
+    sub.sample()
+    model(x)
+    torch.testing.assert_close(held[0], first)  # the first forward's weights were not overwritten
+    assert held[0].data_ptr() != held[1].data_ptr()
 
 
 def test_vertices_are_views_of_one_flat_buffer_per_vertex():
@@ -225,7 +247,8 @@ def test_vertices_are_views_of_one_flat_buffer_per_vertex():
     assert len(flats) == 2
     for k, flat in enumerate(flats):
         params = list(sub.vertex(k).values())
-        assert flat.numel() == sum(p.numel() for p in params)
+        assert flat.numel() == sum(-(-p.numel() // 16) * 16 for p in params)  # 16-element segments
+        assert all(p.data_ptr() % 64 == 0 for p in params)
         assert all(p.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr() for p in params)
         assert all(p.is_leaf and p.requires_grad for p in params)
     x = torch.randn(2, 3, 8, 8)

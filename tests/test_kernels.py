@@ -46,7 +46,7 @@ def test_combine_grad_fuses_task_and_regulariser_terms(k):
     g = torch.randn(n, device=DEVICE)
     c = torch.rand(k, dtype=torch.float64)
     a = torch.randn(k, k, dtype=torch.float64)
-    grads = combine_grad_op(c.float(), g, a.float(), vs, True, True)
+    grads = combine_grad_op(c.float(), g, a.float(), vs)
     for i in range(k):
         ref = c[i] * g.double() + sum(a[i, m] * vs[m].double() for m in range(k))
         torch.testing.assert_close(grads[i].double(), ref, rtol=1e-5, atol=1e-4)
@@ -153,6 +153,57 @@ def test_bf16_on_gpu():
     c = torch.tensor([0.25, 0.25, 0.5], device="cuda")
     ref = sum(c[i].double() * vs[i].double() for i in range(3))
     torch.testing.assert_close(combine_op(c, vs).double(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_bf16_pytorch_backend_keeps_fp32_coefficients():
+    """Like the Triton kernels, the PyTorch backend applies fp32 coefficients and rounds once: an α
+    that bf16 cannot represent is not quantised first."""
+    from subspace_param.ops import combine_torch
+
+    torch.manual_seed(0)
+    for k in (2, 3):
+        vs = [torch.randn(10**4 + 7).bfloat16() for _ in range(k)]
+        c = torch.softmax(torch.randn(k), 0) + torch.tensor([1e-3] + [0.0] * (k - 1))
+        c = c / c.sum()
+        expected = sum(c[i] * vs[i].float() for i in range(k)).bfloat16()  # fp32 accumulation, one rounding
+        quantised = sum(c[i].bfloat16() * vs[i] for i in range(k))
+        got = combine_torch(c, vs)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        assert not torch.equal(quantised, expected)  # the check can fail: the old rule differs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_backends_agree_on_gpu():
+    from subspace_param.ops import combine_torch
+
+    vs = _vertices(3, 10**5 + 7, torch.bfloat16, "cuda")
+    c = torch.tensor([0.2501, 0.2499, 0.5], device="cuda")
+    torch.testing.assert_close(combine_op(c, vs), combine_torch(c, vs), rtol=0, atol=2**-7)
+
+
+def test_segmented_kernels_skip_frozen_vertices_and_read_gradients_in_place():
+    from subspace_param.kernels.segmented import chunk_table, segment_offsets, segmented_combine_grad
+
+    torch.manual_seed(1)
+    sizes, k = [5, 48, 1, 33], 3
+    offsets = segment_offsets(sizes)
+    vs = [torch.zeros(offsets[-1], dtype=torch.float64) for _ in range(k)]
+    for v in vs:
+        for i, n in enumerate(sizes):
+            v[offsets[i] : offsets[i] + n] = torch.randn(n, dtype=torch.float64)
+    table = chunk_table(sizes, [0] * len(sizes), "cpu", torch.float64, block=16)
+    grads = [torch.randn(n, dtype=torch.float64) for n in sizes]
+    c = torch.rand(1, k, dtype=torch.float64)
+    lincomb = torch.randn(len(sizes), k, k, dtype=torch.float64)
+    out = segmented_combine_grad(c, grads, lincomb, vs, table, wanted=[True, False, True])
+    assert out[1] is None
+    for i, n in enumerate(sizes):
+        seg = slice(offsets[i], offsets[i] + n)
+        stacked = torch.stack([v[seg] for v in vs])
+        for j in (0, 2):
+            torch.testing.assert_close(out[j][seg], c[0, j] * grads[i] + lincomb[i, j] @ stacked)
 
 
 def test_forcing_triton_where_it_cannot_run_is_a_clear_error(monkeypatch):

@@ -153,7 +153,15 @@ def test_generated_chunked_and_materialised_paths_are_bit_identical() -> None:
 
 
 @pytest.mark.parametrize(
-    ("start", "rows", "dim"), [(0, 1, 1), (5, 7, 33), (123, 10_003, 70), (2**31 + 7, 300, 64)]
+    ("start", "rows", "dim"),
+    [
+        (0, 1, 1),
+        (5, 7, 33),
+        (123, 10_003, 70),
+        (2**31 + 7, 300, 64),
+        (2**32 - 150, 300, 40),
+        (2**33 + 5, 90, 40),
+    ],
 )
 def test_triton_rademacher_kernels_match_torch(start: int, rows: int, dim: int) -> None:
     pytest.importorskip("triton")
@@ -165,6 +173,24 @@ def test_triton_rademacher_kernels_match_torch(start: int, rows: int, dim: int) 
     bwd = rademacher.rows_rmatvec_triton(seed, start, start + rows, grad, dim, 0.5)
     torch.testing.assert_close(fwd.double(), 0.5 * s @ omega.double(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(bwd.double(), 0.5 * grad.double() @ s, rtol=1e-5, atol=1e-3)
+
+
+def test_rows_past_two_to_the_32_do_not_repeat_the_signs() -> None:
+    """The row hash mixes in the high word of 64-bit row indices (rows past 2³² of a projection of
+    a model with more than 4 G parameters): the block at 2³² + i is not the block at i, and rows
+    below 2³² keep the signs they always had."""
+    seed, dim = 11, 70
+    low = rademacher.sign_block(seed, 3, 40, dim, "cpu")
+    high = rademacher.sign_block(seed, 2**32 + 3, 2**32 + 40, dim, "cpu")
+    assert not torch.equal(low, high)
+    assert (low != high).float().mean() > 0.3  # unrelated signs, not a shifted copy
+    s0, s1, s2 = rademacher.seed_salts(seed)
+    rows = torch.arange(3, 40)
+    expected = rademacher.mix32(
+        rademacher.mix32(rows ^ s0)[:, None] ^ rademacher.mix32(torch.arange(3) ^ s1)[None]
+    )
+    assert torch.equal(rademacher.row_keys(rows, s0, s2), rademacher.mix32(rows ^ s0))
+    assert expected.shape == (37, 3)
 
 
 def test_triton_entries_bit_identical_to_torch() -> None:

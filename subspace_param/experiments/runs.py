@@ -321,6 +321,8 @@ def _train(
 ) -> dict[str, Any]:
     data = load_data(cfg)
     model, sub = build(cfg, data, sync_bn=cfg.sync_bn and world > 1)
+    if sub is not None and cfg.beta > 0:
+        sub.expect_regularizer()  # the first step fuses the regulariser too: resumes are bit-identical
     model.to(device)
     if sub is not None:  # one seed for every rank: the same point everywhere
         sub.generator.manual_seed(cfg.seed)
