@@ -13,7 +13,7 @@ True
 
 from .api import chain, curve, line, simplex
 from .batchnorm import reestimate_bn
-from .connectivity import connect
+from .connectivity import align, alignment, connect
 from .errors import ArchitectureMismatchError, PointError, SubspaceError
 from .geometry import Bezier, Chain, Geometry, Line, Simplex, register_geometry
 from .model_check import check_model
@@ -51,6 +51,8 @@ __all__ = [
     "Subspace",
     "SubspaceError",
     "VertexInit",
+    "align",
+    "alignment",
     "chain",
     "check_model",
     "connect",

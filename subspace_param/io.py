@@ -37,6 +37,20 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
+    """Rows (dicts with the same keys) as CSV with a header, atomically."""
+    import csv
+    import io
+
+    if not rows:
+        raise ValueError(f"write_csv: no rows to write to {os.fspath(path)!r}")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically (format from the suffix) and close it."""
     fmt = Path(path).suffix.lstrip(".") or "png"

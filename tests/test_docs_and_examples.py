@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import subspace_param
@@ -200,6 +201,14 @@ def test_example_connect_two_models_runs(tmp_path):
     barriers = _example("connect_two_models").main(["--epochs", "2", "--grid", "3", "--out", str(tmp_path)])
     assert set(barriers) == {"segment", "curve"}
     assert (tmp_path / "plane.png").exists() and (tmp_path / "segment_vs_curve.png").exists()
+
+
+def test_example_align_resnets_runs(tmp_path):
+    args = ["--epochs", "1", "--widths", "1", "--points", "3", "--bn-batches", "2", "--out", str(tmp_path)]
+    rows = _example("align_resnets").main(args)
+    assert len(rows) == 1 and rows[0]["width"] == 1
+    assert all(np.isfinite(v) for v in rows[0].values())
+    assert (tmp_path / "barriers.csv").exists() and (tmp_path / "paths_width1.png").exists()
 
 
 def test_example_ddp_script_runs(tmp_path):

@@ -1,8 +1,9 @@
 """Mode connectivity: fitted curves between trained networks (:func:`connect`), paths without
 training (linear; Anokhin & Yarotsky's lin/arc rules with index or OT pairing, weight adjustment,
-butterfly), neuron alignment, WA(n) ensembling, path evaluation and loss planes."""
+butterfly), permutation alignment of any traceable architecture, WA(n) ensembling, path evaluation
+and loss planes."""
 
-from .alignment import align, ot_permutation, permute_hidden
+from .alignment import align, align_mlp, ot_permutation, permute_hidden
 from .conv_butterfly import ConvButterflyPath
 from .curves import connect
 from .ensembling import wa_ensemble
@@ -18,10 +19,13 @@ from .paths import (
     SubspacePath,
     WeightAdjustedPath,
 )
+from .permutation_spec import PermutationSpec, permutation_spec
 from .plane import LossPlane, curve_plane, loss_plane
+from .rebasin import Alignment, alignment
 from .rules import arc, lin
 
 __all__ = [
+    "Alignment",
     "ButterflyPath",
     "ConvButterflyPath",
     "LinearPath",
@@ -29,11 +33,14 @@ __all__ = [
     "NeuronPath",
     "Path",
     "PathEvaluation",
+    "PermutationSpec",
     "SimultaneousPath",
     "StepwiseAdjustedPath",
     "SubspacePath",
     "WeightAdjustedPath",
     "align",
+    "align_mlp",
+    "alignment",
     "arc",
     "connect",
     "curve_plane",
@@ -46,6 +53,7 @@ __all__ = [
     "loss_and_error",
     "loss_plane",
     "ot_permutation",
+    "permutation_spec",
     "permute_hidden",
     "plot_paths",
     "wa_ensemble",

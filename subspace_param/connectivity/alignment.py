@@ -1,14 +1,16 @@
 """Neuron alignment: permute the hidden neurons of B to match A, keeping B's function exactly.
 
-The matching is an exact optimal-transport problem between the two sets of neuron vectors with
-uniform marginals and squared-Euclidean cost (normalised by its maximum), solved by POT's network
-simplex (``ot.emd``); with equal sizes the optimal plan is a permutation (Birkhoff), read off as
-the argmax of each row. ``pairing="index"`` keeps the identity.
+:func:`align` takes any two traceable networks of one architecture (residual streams, norms,
+attention blocks; :mod:`.rebasin`). The MLP case of seed 001 stays here: the neuron vectors of
+each hidden layer matched by an exact optimal-transport problem with uniform marginals and
+squared-Euclidean cost (normalised by its maximum), solved by POT's network simplex (``ot.emd``);
+with equal sizes the optimal plan is a permutation (Birkhoff), read off as the argmax of each row.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,7 +65,36 @@ def permute_hidden(model: nn.Sequential, k: int, perm: torch.Tensor) -> None:
     out.weight.copy_(out.weight[:, perm])
 
 
-def align(model_a: nn.Sequential, model_b: nn.Sequential, vectors: str = "neurons") -> nn.Sequential:
+def align(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    method: str = "weights",
+    data: Any = None,
+    *,
+    example: torch.Tensor | None = None,
+    vectors: str | None = None,
+    **options: Any,
+) -> nn.Module:
+    """A copy of ``model_b`` with its channels permuted to match ``model_a``; it computes exactly
+    ``model_b``'s function (eval mode, up to float summation order).
+
+    ``method``: ``"weights"`` (weight matching, Ainsworth et al. 2022), ``"ot"`` (the same, each
+    step the exact OT pairing of seed 001) or ``"activations"`` (correlation over ``data``, an
+    iterable of batches); ``example``: an input batch for tracing (else the first batch of
+    ``data``; an MLP needs neither). ``options``: ``max_iter``, ``num_batches``, ``seed`` of
+    :func:`~subspace_param.connectivity.rebasin.alignment`, which returns the permutations and the
+    per-group report as well.
+
+    ``vectors="neurons"`` / ``"incoming"``: the seed's layer-by-layer OT alignment of an
+    ``nn.Sequential`` MLP (:func:`align_mlp`)."""
+    if vectors is not None:
+        return align_mlp(model_a, model_b, vectors)  # type: ignore[arg-type]
+    from .rebasin import alignment
+
+    return alignment(model_a, model_b, method, data, example, **options).model  # type: ignore[arg-type]
+
+
+def align_mlp(model_a: nn.Sequential, model_b: nn.Sequential, vectors: str = "neurons") -> nn.Sequential:
     """A copy of B with every hidden layer's neurons permuted to match A by exact OT, layer by
     layer from the input (each layer's incoming weights already see the permuted previous layer).
 
