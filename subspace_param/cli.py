@@ -257,6 +257,69 @@ def cmd_connect(a: argparse.Namespace) -> None:
     print(markdown_table(rows))
 
 
+def cmd_align(a: argparse.Namespace) -> None:
+    import shutil
+    import time
+
+    import torch
+
+    from .connectivity import LinearPath, alignment, evaluate_path, plot_paths
+    from .io import atomic_write, write_csv
+
+    cfg_a, model_a, sub_a, data = load_run(a.run_a)
+    cfg_b, model_b, sub_b, _ = load_run(a.run_b)
+    if sub_a is not None or sub_b is not None or (cfg_a.model, cfg_a.dataset) != (cfg_b.model, cfg_b.dataset):
+        raise SubspaceError(
+            f"align needs two standard runs of one model and dataset: {a.run_a} is {cfg_a.kind} "
+            f"{cfg_a.model} on {cfg_a.dataset}, {a.run_b} is {cfg_b.kind} {cfg_b.model} on {cfg_b.dataset}"
+        )
+    train_loader, train_eval, test_loader = data.loaders(cfg_a.batch_size, seed=a.seed)
+    example = next(iter(train_eval))[0][:8]
+    start = time.perf_counter()
+    result = alignment(
+        model_a.eval(),
+        model_b.eval(),
+        a.method,
+        data=train_loader if a.method == "activations" else None,
+        example=example,
+        seed=a.seed,
+    )
+    seconds = time.perf_counter() - start
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(a.run_b) / "config.json", out / "config.json")  # a standard run: connect/evaluate it
+    atomic_write(out / "model.pt", lambda f: torch.save(result.model.state_dict(), f))
+    write_json(
+        out / "alignment.json",
+        {"run_a": str(a.run_a), "run_b": str(a.run_b), "method": a.method, "seconds": seconds,
+         "iterations": result.iterations, "groups": result.report},
+    )  # fmt: skip
+    ts = np.linspace(0, 1, a.points)
+    evs = [
+        evaluate_path(LinearPath(model_a, model_b), train_eval, test_loader, ts, label="naive",
+                      progress=not a.no_progress),
+        evaluate_path(LinearPath(model_a, result.model), train_eval, test_loader, ts, label="aligned",
+                      progress=not a.no_progress),
+    ]  # fmt: skip
+    rows = [
+        {
+            "path": ev.label,
+            "barrier_train_loss": ev.barrier("train_loss"),
+            "barrier_test_err": ev.barrier("test_err"),
+            "max_test_err": float(ev.values["test_err"].max()),
+        }
+        for ev in evs
+    ]
+    for ev in evs:
+        ev.save(out, f"path_{ev.label}")
+    write_json(out / "barriers.json", rows)
+    write_csv(out / "barriers.csv", rows)
+    plot_paths(evs, out / "naive_vs_aligned.png")
+    free = sum(row["permuted"] for row in result.report)
+    print(f"[align] {free} of {len(result.report)} channel groups permuted ({a.method}, {seconds:.1f} s)")
+    print(markdown_table(rows))
+
+
 def cmd_plane(a: argparse.Namespace) -> None:
     from . import load
     from .connectivity import curve_plane
@@ -428,6 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     c.set_defaults(func=cmd_connect, parser=c)
+
+    al = sub.add_parser(
+        "align",
+        help="permute run B's channels to match run A (B's function kept) and compare the barriers",
+        description="Traces the model, matches B's channels to A's (weight matching, OT or activations), "
+        "writes the aligned model as a standard run, the per-group permutation report, and the "
+        "train-loss / test-error barriers of the straight segment before and after (JSON, CSV, plot).",
+    )
+    al.add_argument("run_a", help="folder of the first trained standard run")
+    al.add_argument("run_b", help="folder of the second trained standard run (same dataset and model)")
+    al.add_argument("--method", default="weights", choices=["weights", "ot", "activations"], help="matching")
+    al.add_argument("--points", type=int, default=11, help="points on each segment for the barrier")
+    al.add_argument("--seed", type=int, default=0, help="seed of the matching order and of the data order")
+    al.add_argument("--out", required=True, help="output folder (a standard run of the aligned model)")
+    al.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    al.set_defaults(func=cmd_align)
 
     pl = sub.add_parser("plane", help="loss and error on the plane through a fitted curve's ends and bend")
     pl.add_argument("connect_dir", help="output folder of `connect`")

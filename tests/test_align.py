@@ -108,7 +108,7 @@ def test_ot_and_activation_matching_recover_an_mlp(method):
         torch.testing.assert_close(pb, pa, rtol=0, atol=0)
 
 
-ZOO = ["resnet18", "mobilenet_v3_small", "regnet_x_400mf", "densenet121", "convnext_tiny"]
+ZOO = ["resnet18", "mobilenet_v3_small", "regnet_x_400mf", "densenet121"]
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -116,7 +116,7 @@ def test_function_is_preserved_on_torchvision_classifiers(name):
     torch.manual_seed(0)
     a = _randomise_bn(getattr(torchvision.models, name)(num_classes=10))
     b = _randomise_bn(getattr(torchvision.models, name)(num_classes=10))
-    x = torch.randn(2, 3, 32 if name == "convnext_tiny" else 64, 32 if name == "convnext_tiny" else 64)
+    x = torch.randn(2, 3, 64, 64)
     result = alignment(a, b, example=x, max_iter=1)
     assert result.spec.free_groups, f"{name}: nothing could be permuted"
     moved = sum(row["moved"] for row in result.report)

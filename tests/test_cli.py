@@ -26,7 +26,7 @@ def _model_state(run: Path) -> dict[str, torch.Tensor]:
 
 def test_every_subcommand_has_help(capsys) -> None:
     parser = build_parser()
-    for cmd in ("train", "evaluate", "connect", "plane", "intrinsic-dim", "bench", "report"):
+    for cmd in ("train", "evaluate", "connect", "align", "plane", "intrinsic-dim", "bench", "report"):
         with pytest.raises(SystemExit) as e:
             parser.parse_args([cmd, "--help"])
         assert e.value.code == 0
@@ -70,6 +70,15 @@ def test_train_evaluate_connect_plane(tmp_path, capsys) -> None:
     assert {p.name for p in out.iterdir()} >= {"curve.pt", "segment.json", "chain.json", "connect.md"}
     main(["plane", str(out), "--grid", "3", "--no-progress"])
     assert (out / "plane.npz").exists() and (out / "plane.png").stat().st_size > 1000
+    aligned = tmp_path / "aligned"
+    runs = [str(tmp_path / "standard"), str(tmp_path / "standard1")]
+    main(["align", *runs, "--points", "3", "--out", str(aligned), "--no-progress"])
+    barriers = json.loads((aligned / "barriers.json").read_text())
+    assert [r["path"] for r in barriers] == ["naive", "aligned"]
+    assert (aligned / "barriers.csv").exists() and (aligned / "naive_vs_aligned.png").exists()
+    report = json.loads((aligned / "alignment.json").read_text())["groups"]
+    assert any(g["permuted"] for g in report) and any(not g["permuted"] for g in report)
+    main(["evaluate", str(aligned)])  # the aligned model is a standard run
 
 
 def test_projection_and_intrinsic_dim(tmp_path) -> None:
