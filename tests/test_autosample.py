@@ -246,6 +246,8 @@ out = [None, None]
 dist.all_gather_object(out, points)
 if dist.get_rank() == 0:
     open(sys.argv[1], "w").write(json.dumps(out))
+del ddp
+dist.barrier()  # every rank's pending work is done before the group goes
 dist.destroy_process_group()  # gloo's threads would otherwise abort at interpreter exit
 """
 

@@ -109,6 +109,8 @@ for step in range(3):
 result = {"buckets": len(fused.buckets), "events": events}
 if dist.get_rank() == 0:
     open(sys.argv[1], "w").write(json.dumps(result))
+del ddp
+dist.barrier()  # every rank's pending work is done before the group goes
 dist.destroy_process_group()
 """
 
@@ -149,6 +151,7 @@ state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).tolist()
          for k, v in net.state_dict().items()}
 if r == 0:
     open(sys.argv[1], "w").write(json.dumps({"state": state, "reason": fused_weights(net).unsupported}))
+dist.barrier()  # every rank's pending work is done before the group goes
 dist.destroy_process_group()
 """
 

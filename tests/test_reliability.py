@@ -454,6 +454,8 @@ half = x.shape[0] // 2
 ddp(x[rank * half:(rank + 1) * half]).square().mean().backward()
 if rank == 0:
     torch.save({n: p.grad for n, p in net.named_parameters()}, sys.argv[2])
+del ddp
+dist.barrier()  # every rank's pending work is done before the group goes
 dist.destroy_process_group()  # gloo's threads would otherwise abort at interpreter exit
 """
 
