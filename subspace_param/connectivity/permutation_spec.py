@@ -165,6 +165,24 @@ _JOIN = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.m
 _JOIN_METHODS = {"add", "add_", "sub", "mul", "mul_"}
 
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+def _norm_refusal(m: nn.Module, inp: _Channel | None, shape: tuple[int, ...] | None) -> str | None:
+    """Why the norm layer ``m`` cannot pass its input's channel group through (None: it can):
+    batch norm and group norm (1 or C groups) need the channel at axis 1, layer norm over exactly
+    the channel (the last axis)."""
+    if isinstance(m, nn.LayerNorm):
+        if inp is None or len(m.normalized_shape) != 1 or shape is None or inp.dim != len(shape) - 1:
+            return "layer norm over more than the channel axis"
+        return None
+    if isinstance(m, nn.GroupNorm) and m.num_groups not in (1, m.num_channels):
+        return f"group norm with {m.num_groups} groups mixes channels of a group"
+    if inp is None or inp.dim != 1 or inp.block != 1:
+        return f"{type(m).__name__} without a channel axis"
+    return None
+
+
 def _shape(node: Any) -> tuple[int, ...] | None:
     meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
@@ -180,6 +198,7 @@ class _Tracer:
         self.params: dict[fx.Node, str] = {}  # get_attr nodes (and their expand/reshape) → name
         self.named_modules = dict(self.graph_module.named_modules())
         self.channel_dims: dict[str, int] = {}
+        self.attention_outputs: dict[fx.Node, _Channel] = {}  # MHA node → its embedding's channel
 
     # -- helpers ------------------------------------------------------------------------------
     def channel(self, arg: Any) -> _Channel | None:
@@ -263,28 +282,12 @@ class _Tracer:
             if m.bias is not None:
                 self.param_axis(f"{name}.bias", 0, out)
             self.record(node, _Channel(len(_shape(node)) - 1, out))
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
-            if inp is None or inp.dim != 1 or inp.block != 1:
-                self.opaque(node, "batch norm without a channel axis")
+        elif isinstance(m, _NORMS):
+            reason = _norm_refusal(m, inp, _shape(node.args[0]))
+            if reason is not None:
+                self.opaque(node, reason)
                 return
-            for part in ("weight", "bias", "running_mean", "running_var"):
-                if getattr(m, part, None) is not None:
-                    self.param_axis(f"{name}.{part}", 0, inp.group)
-            self.record(node, inp)
-        elif isinstance(m, nn.LayerNorm):
-            shape = _shape(node.args[0])
-            if inp is None or len(m.normalized_shape) != 1 or shape is None or inp.dim != len(shape) - 1:
-                self.opaque(node, "layer norm over more than the channel axis")
-                return
-            for part in ("weight", "bias"):
-                if getattr(m, part, None) is not None:
-                    self.param_axis(f"{name}.{part}", 0, inp.group)
-            self.record(node, inp)
-        elif isinstance(m, nn.GroupNorm):
-            if inp is None or inp.dim != 1 or m.num_groups not in (1, m.num_channels):
-                self.opaque(node, f"group norm with {m.num_groups} groups mixes channels of a group")
-                return
-            for part in ("weight", "bias"):
+            for part in ("weight", "bias", "running_mean", "running_var"):  # the per-channel tensors
                 if getattr(m, part, None) is not None:
                     self.param_axis(f"{name}.{part}", 0, inp.group)
             self.record(node, inp)
@@ -305,7 +308,6 @@ class _Tracer:
             self.param_axis(f"{name}.in_proj_weight", 0, heads)
             # MHA returns (output, weights): the getitem of 0 carries the group
             self.value[node] = None
-            self.attention_outputs = getattr(self, "attention_outputs", {})
             self.attention_outputs[node] = inp
         elif isinstance(m, _PASS_MODULES) or type(m).__name__ in ("StochasticDepth", "DropPath"):
             if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)) and (
@@ -325,11 +327,7 @@ class _Tracer:
             return
         if fn is operator.getitem:
             owner = args[0]
-            if (
-                isinstance(owner, fx.Node)
-                and owner in getattr(self, "attention_outputs", {})
-                and args[1] == 0
-            ):
+            if isinstance(owner, fx.Node) and owner in self.attention_outputs and args[1] == 0:
                 self.record(node, self.attention_outputs[owner])
                 return
             self.indexed(node, self.channel(owner), args[1])
