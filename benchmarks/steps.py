@@ -74,12 +74,15 @@ def make_step(
 
 
 def projector_bytes(proj: sp.ProjectedSubspace | None) -> int:
-    """Bytes the projector keeps: its buffers, plus row blocks cached by ``generated`` on CPU."""
+    """Bytes the projector keeps: its buffers, plus what ``generated`` (row blocks) and ``hashed``
+    (columns and signs) cache on CPU."""
     if proj is None:
         return 0
     p = proj.projector
-    cached = getattr(p, "_blocks", {})
-    return sum(t.numel() * t.element_size() for t in [*p.buffers(), *cached.values()])
+    cached = [*getattr(p, "_blocks", {}).values()]
+    for pair in getattr(p, "_cache", {}).values():
+        cached.extend(pair)
+    return sum(t.numel() * t.element_size() for t in [*p.buffers(), *cached])
 
 
 def step_info(

@@ -11,6 +11,7 @@ subspace of networks with one call, through ``torch.nn.utils.parametrize``.
 True
 """
 
+from . import landscape
 from .api import chain, curve, line, simplex
 from .batchnorm import reestimate_bn
 from .connectivity import align, alignment, connect
@@ -61,6 +62,7 @@ __all__ = [
     "get_subspace",
     "is_projected",
     "is_wrapped",
+    "landscape",
     "line",
     "load",
     "projection",

@@ -1,4 +1,5 @@
-"""The ``subspace-param`` command line: train, evaluate, connect, plane, intrinsic-dim, bench, report.
+"""The ``subspace-param`` command line: train, evaluate, connect, align, plane, landscape, intrinsic-dim,
+bench, report.
 
 Every subcommand writes JSON/CSV/markdown (and plots where they help) into its output folder and
 shows progress bars; ``subspace-param <command> --help`` explains every option.
@@ -73,7 +74,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bends", type=int, default=d.bends, help="bends of a chain")
     g.add_argument("--vertices", type=int, default=d.vertices, help="vertices of a simplex")
     g.add_argument("--dim", type=int, default=d.dim, help="dimension d of a projection subspace")
-    g.add_argument("--method", default=d.method, choices=available_methods(), help="projection method")
+    g.add_argument(
+        "--method", default=d.method, choices=["auto", *available_methods()], help="projection method"
+    )
+    g.add_argument(
+        "--save-trajectory",
+        dest="trajectory",
+        action="store_true",
+        help="keep the parameters after every epoch in trajectory/ (for `landscape --directions pca`)",
+    )
     g.add_argument("--swa", action="store_true", help="stochastic weight averaging (standard kind)")
     g.add_argument("--swa-start", type=float, default=d.swa_start, help="fraction of epochs before averaging")
     g.add_argument("--swa-lr", type=float, default=d.swa_lr, help="constant learning rate while averaging")
@@ -335,6 +344,87 @@ def cmd_plane(a: argparse.Namespace) -> None:
     print("wrote", ", ".join(str(f) for f in files.values()))
 
 
+def cmd_landscape(a: argparse.Namespace) -> None:
+    import math
+
+    import torch.nn.functional as F
+
+    from . import landscape
+    from .experiments.runs import trajectory_files
+
+    if len(a.runs) not in (1, 3):
+        raise SystemExit(
+            f"landscape: give one run (with --directions) or three runs (their plane), got {len(a.runs)}"
+        )
+    loaded = [load_run(r) for r in a.runs]
+    cfg, model, sub, data = loaded[0]
+    if sub is not None:
+        raise SystemExit(
+            f"landscape: {a.runs[0]} is a {cfg.kind} run; landscapes are drawn around standard runs"
+        )
+    _, train_eval, test_loader = data.loaders(cfg.batch_size)
+    out = Path(a.out)
+    span: Any = a.span
+    directions = None
+    if len(a.runs) == 3:
+        if any(c.kind != "standard" for c, *_ in loaded):
+            raise SystemExit("landscape: the three-model plane needs three standard runs")
+        the_plane = landscape.plane([m for _, m, _, _ in loaded])
+        print(
+            f"[landscape] plane through {', '.join(a.runs)} "
+            f"(|w2 - w0| = {the_plane.dx:.3f}, residual {the_plane.dy:.3f})"
+        )
+    elif a.directions in ("filter", "layer", "model", "none"):
+        norm = None if a.directions == "none" else a.directions
+        dirs = [
+            landscape.random_direction(model, norm, a.seed + i, include_1d=a.include_1d) for i in range(2)
+        ]
+        the_plane = landscape.plane(center=model, directions=dirs)
+        the_plane.info["directions"] = {
+            "kind": "random",
+            "normalization": norm,
+            "seeds": [a.seed, a.seed + 1],
+        }
+    elif a.directions == "pca":
+        directions = landscape.pca_directions(trajectory_files(a.runs[0]), 2, center=model)
+        the_plane = landscape.plane(center=model, directions=directions)
+        if span is None:  # the trajectory with a 20% margin
+            xy = np.asarray(directions.info["trajectory"])
+            lo, hi = xy.min(0), xy.max(0)
+            pad = 0.2 * np.maximum(hi - lo, 1e-3)
+            span = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+    else:  # hessian
+        directions = landscape.hessian_directions(
+            model, F.cross_entropy, train_eval, 2, iterations=a.hessian_iterations, max_batches=a.max_batches,
+            seed=a.seed,
+        )  # fmt: skip
+        the_plane = landscape.plane(center=model, directions=directions)
+        top = float(directions.values[0])
+        if span is None:  # where the quadratic model along the top eigenvector rises by 4 nats
+            span = 2 * math.sqrt(2 / top) if top > 0 else 1.0
+    if directions is not None:
+        write_json(out / "directions.json", directions.summary())
+        print(
+            f"[landscape] {directions.kind} directions, "
+            f"values {[round(float(v), 6) for v in directions.values]}"
+        )
+    result = landscape.evaluate_plane(
+        the_plane, model, train_eval, test_loader, grid=a.grid, span=span, bn_batches=a.bn_batches,
+        max_batches=a.max_batches, progress=not a.no_progress,
+    )  # fmt: skip
+    result.info["runs"] = list(a.runs)
+    result.info["directions_option"] = a.directions if len(a.runs) == 1 else "three models"
+    files = result.save(out, "landscape", metric=a.metric)
+    v = result.values[a.metric]
+    print(f"[landscape] {a.grid}x{a.grid} grid: {a.metric} min {v.min():.4f}, max {v.max():.4f}")
+    if "subsample" in result.info:
+        for split, rep in result.info["subsample"].items():
+            print(f"[landscape] {split}: {rep['examples_used']} of {rep['examples_total']} examples per "
+                  "point; "
+                  f"origin loss gap {rep['loss_gap']:.4f}, error gap {rep['err_gap']:.4f}")  # fmt: skip
+    print("wrote", ", ".join(str(f) for f in files.values()))
+
+
 def cmd_intrinsic_dim(a: argparse.Namespace) -> None:
     from .data import load_dataset
     from .experiments.intrinsic_dim import OMEGA_RECIPE, intrinsic_dimension
@@ -345,9 +435,12 @@ def cmd_intrinsic_dim(a: argparse.Namespace) -> None:
     result = intrinsic_dimension(
         lambda: build_model(a.model, data.input_shape, data.num_classes),
         data,
-        a.dims,
+        a.dims if a.dims is not None or a.bounds is not None else [10, 30, 100, 300, 1000],
         seeds=a.seeds,
         method=a.method,
+        search=a.search,
+        bounds=tuple(a.bounds) if a.bounds else None,
+        rtol=a.rtol,
         cfg=cfg,
         batch_size=a.batch_size,
         baseline=a.baseline,
@@ -516,14 +609,71 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pl.set_defaults(func=cmd_plane)
 
+    ls = sub.add_parser(
+        "landscape",
+        help="loss landscape around a run (filter / layer / model / PCA / Hessian directions) or through "
+        "three runs",
+        description="One run: the plane through its weights along two directions — random with Li et al.'s "
+        "filter (default), layer or model normalisation, PCA of its trajectory (train with "
+        "--save-trajectory), "
+        "or the top-2 Hessian eigenvectors. Three runs: the plane through them. Writes landscape.json/.npz, "
+        "a contour plot (landscape.png), a 3-D surface (landscape_surface.png) and directions.json.",
+    )
+    ls.add_argument("runs", nargs="+", help="one run folder, or three (the plane through them)")
+    ls.add_argument(
+        "--directions",
+        default="filter",
+        choices=["filter", "layer", "model", "none", "pca", "hessian"],
+        help="directions of a one-run plane",
+    )
+    ls.add_argument("--grid", type=int, default=21, help="G for the G×G grid")
+    ls.add_argument(
+        "--span",
+        type=float,
+        default=None,
+        help="coefficient range [-s, s] (default 1 for random directions; PCA: the trajectory + 20%%; "
+        "Hessian: 2·sqrt(2/λ1)); for three runs the margin around [0, 1] (default 0.2)",
+    )
+    ls.add_argument("--seed", type=int, default=0, help="seed of the random directions / of Lanczos")
+    ls.add_argument("--include-1d", action="store_true", help="biases and norm layers move too (d = θ there)")
+    ls.add_argument(
+        "--max-batches",
+        type=int,
+        default=None,
+        help="evaluate each point on the first N batches (gap reported)",
+    )
+    ls.add_argument("--bn-batches", type=int, default=None, help="batches to re-estimate BN at each point")
+    ls.add_argument(
+        "--hessian-iterations", type=int, default=None, help="Lanczos steps (default max(4k, 30))"
+    )
+    ls.add_argument(
+        "--metric",
+        default="train_loss",
+        choices=["train_loss", "train_err", "test_loss", "test_err"],
+        help="plotted",
+    )
+    ls.add_argument("--out", required=True, help="output folder")
+    ls.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ls.set_defaults(func=cmd_landscape)
+
     i = sub.add_parser("intrinsic-dim", help="train in random subspaces of growing d and report d_int90")
     i.add_argument("--dataset", default="digits", help="dataset name (as for train)")
     i.add_argument("--data-root", default="data", help="folder of the torchvision datasets")
     i.add_argument("--download", action="store_true", help="download a torchvision dataset if missing")
     i.add_argument("--model", default="mlp", help="model name (as for train)")
-    i.add_argument("--dims", nargs="+", type=int, default=[10, 30, 100, 300, 1000], help="grid of d")
+    i.add_argument("--dims", nargs="+", type=int, default=None, help="grid of d (default 10 30 100 300 1000)")
     i.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per d")
-    i.add_argument("--method", default="generated", choices=available_methods(), help="projection method")
+    i.add_argument(
+        "--method", default="auto", choices=["auto", *available_methods()], help="projection method"
+    )
+    i.add_argument(
+        "--search",
+        default="grid",
+        choices=["grid", "bisect"],
+        help="train every d of --dims, or bisect (over --dims, or on log d within --bounds)",
+    )
+    i.add_argument("--bounds", nargs=2, type=int, default=None, help="(lo, hi) of a bisection without --dims")
+    i.add_argument("--rtol", type=float, default=0.1, help="bisection on log d stops when hi/lo ≤ 1 + rtol")
     i.add_argument("--epochs", type=int, default=100, help="epochs per run")
     i.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (betas 0.9, 0.99)")
     i.add_argument("--batch-size", type=int, default=256, help="batch size")

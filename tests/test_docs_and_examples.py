@@ -120,7 +120,11 @@ def test_example_omega_space_runs(tmp_path):
 
 
 def _example(name: str):
-    sys.path.insert(0, str(ROOT / "examples"))
+    return _example_from("examples", name)
+
+
+def _example_from(folder: str, name: str):
+    sys.path.insert(0, str(ROOT / folder))
     try:
         return __import__(name)
     finally:
@@ -219,3 +223,32 @@ def test_example_ddp_script_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "endpoint ensemble" in out.stdout
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_example_intrinsic_dim_methods_runs(tmp_path):
+    args = [
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "--dims",
+        "10",
+        "40",
+        "--methods",
+        "hashed",
+        "dense",
+        "--hidden",
+        "16",
+    ]
+    summary = _example("intrinsic_dim_methods").main([*args, "--out", str(tmp_path), "--no-progress"])
+    assert [(r["method"], r["search"]) for r in summary["rows"]] == [
+        ("hashed", "grid"), ("hashed", "bisect"), ("dense", "grid"), ("dense", "bisect"),
+    ]  # fmt: skip
+    assert summary["rows"][1]["sizes trained"] <= summary["rows"][0]["sizes trained"]
+    assert (tmp_path / "methods.md").exists() and (tmp_path / "hashed_grid.png").exists()
+
+
+def test_landscape_peer_matches_loss_landscapes():
+    pytest.importorskip("loss_landscapes")
+    result = _example_from("benchmarks", "landscape_peer").main(["--steps", "5", "--train-steps", "20"])
+    assert result["filter_direction_max_rel_diff"] < 1e-5 and result["loss_max_abs_diff"] < 1e-5

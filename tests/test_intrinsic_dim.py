@@ -41,3 +41,49 @@ def test_sweep_trains_saves_and_reports(tmp_path) -> None:
 def test_bad_grid() -> None:
     with pytest.raises(ValueError, match="dims must be"):
         intrinsic_dimension(lambda: torch.nn.Linear(2, 2), load_digits(), [])
+
+
+def _fake_training(monkeypatch, accuracy):
+    """Replace the training by a known accuracy curve (the search logic, not the training, is tested)."""
+    import subspace_param.experiments.intrinsic_dim as idim
+
+    calls = []
+
+    def fake(build_model, data, dim, *, seed, **kw):
+        calls.append(dim)
+        acc = 0.96 if dim is None else accuracy(dim) + 0.001 * seed
+        return {"dim": dim, "seed": seed, "method": "dense", "num_params": 1000, "test_acc": acc}
+
+    monkeypatch.setattr(idim, "train_in_subspace", fake)
+    return calls
+
+
+def test_bisection_over_the_grid_gives_the_grid_answer_with_fewer_sizes(monkeypatch) -> None:
+    import math
+
+    dims = [3, 7, 20, 50, 130, 333, 900, 2500, 7000]
+    for knee in (3, 4, 60, 900, 7000, 9000):  # every position of the threshold, and none reached
+        calls = _fake_training(
+            monkeypatch, lambda d, knee=knee: 0.95 if d >= knee else 0.5 + 0.01 * math.log(d)
+        )
+        grid = intrinsic_dimension(None, load_digits(), dims, seeds=[0, 1])
+        n_grid = len({c for c in calls if c is not None})
+        calls.clear()
+        bis = intrinsic_dimension(None, load_digits(), dims, seeds=[0, 1], search="bisect")
+        n_bis = len({c for c in calls if c is not None})
+        assert bis.d_int90 == grid.d_int90 == next((d for d in dims if d >= knee), None)
+        assert n_bis <= math.ceil(math.log2(len(dims))) + 1 < n_grid
+        assert bis.settings["search"] == "bisect" and bis.settings["bisection_trace"]
+
+
+def test_bisection_on_log_d_brackets_the_threshold_within_rtol(monkeypatch) -> None:
+    _fake_training(monkeypatch, lambda d: 0.95 if d >= 437 else 0.3)
+    r = intrinsic_dimension(None, load_digits(), bounds=(10, 10_000), search="bisect", rtol=0.05, seeds=[0])
+    trace = r.settings["bisection_trace"]
+    failing = max(t["d"] for t in trace if not t["reaches"])
+    assert (r.d_int90 >= 437 > failing and r.d_int90 / failing <= 1.05) or r.d_int90 - failing <= 1
+    assert len(trace) <= 2 + 9  # hi, lo, then ≈ log2(log(1000)/log(1.05)) ≈ 7 halvings
+    _fake_training(monkeypatch, lambda d: 0.3)
+    assert intrinsic_dimension(None, load_digits(), bounds=(10, 100), search="bisect").d_int90 is None
+    with pytest.raises(ValueError, match="bounds"):
+        intrinsic_dimension(None, load_digits(), search="bisect")

@@ -136,3 +136,17 @@ def test_deepcopy_keeps_a_peft_modules_to_save_wrapper() -> None:
     torch.testing.assert_close(twin(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
     plain = sub.export(0.5)
     assert type(plain.base_model.model.classifier) is wrapper_type
+
+
+def test_example_said_bert_runs(tmp_path) -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        said = __import__("said_bert")
+    finally:
+        sys.path.pop(0)
+    args = ["--dims", "5", "200", "--pretrain-steps", "20", "--steps", "15", "--train-size", "128"]
+    summary = said.main([*args, "--out", str(tmp_path), "--no-progress"])
+    assert [r["d"] for r in summary["rows"]] == [5, 200] and 0 < summary["baseline_full_finetuning"] <= 1
+    runs = [r for r in summary["runs"] if r["d"] is not None]
+    assert all(r["method"] in sp.projections.available_methods() for r in runs)
+    assert json.loads((tmp_path / "said.json").read_text())["d_int90"] == summary["d_int90"]

@@ -17,7 +17,7 @@ import subspace_param as sp
 from subspace_param.projections import available_methods
 from subspace_param.projections.fastfood import fwht
 
-METHODS = ["dense", "fastfood", "generated", "orthonormal", "sparse"]
+METHODS = ["dense", "fastfood", "generated", "hashed", "orthonormal", "sparse"]
 OFFSET_METHODS = [m for m in METHODS if m != "orthonormal"]
 
 
@@ -45,7 +45,7 @@ def test_only_omega_is_trainable_and_model_unchanged_at_start(method: str) -> No
         assert torch.equal(net(x), before)
 
 
-@pytest.mark.parametrize("method", ["dense", "generated", "orthonormal", "sparse"])
+@pytest.mark.parametrize("method", ["dense", "generated", "hashed", "orthonormal", "sparse"])
 def test_unit_column_norms(method: str) -> None:
     _, sub = _projected(method)
     norms = sub.projector.dense().norm(dim=0)
@@ -341,3 +341,58 @@ def test_generated_cache_is_dropped_when_the_model_moves() -> None:
     assert not sub.projector._blocks
     net(torch.randn(2, 7))
     assert sub.projector._blocks
+
+
+def test_hashed_rows_have_s_distinct_nonzeros_and_columns_their_exact_count() -> None:
+    from subspace_param.kernels import hashing
+
+    _, sub = _projected("hashed", dim=13, nonzeros=4)
+    p = sub.projector.dense()
+    assert torch.equal((p != 0).sum(1), torch.full((148,), 4))  # one per column block: distinct columns
+    counts = hashing.column_counts(5, 148, 13, 4)
+    torch.testing.assert_close(p.abs().max(0).values, counts.double().rsqrt(), rtol=1e-6, atol=0)
+    lo, width = hashing.block_bounds(13, 4)
+    cols, _ = hashing.columns_and_signs(5, 0, 148, 13, 4)
+    assert ((cols >= lo) & (cols < lo + width)).all()  # the k-th nonzero lies in block k
+    assert sp.projection(small_mlp(), dim=3, method="hashed", nonzeros=8).projector.nonzeros == 3  # s ≤ d
+
+
+def test_hashed_cached_and_hashed_paths_are_bit_identical() -> None:
+    omega, grad = torch.randn(31), torch.randn(148)
+    outs = []
+    for cache in (0, 10**9):
+        _, sub = _projected("hashed", dim=31, cache_entries=cache)
+        net_p = sub.projector
+        outs.append((net_p.matvec(omega), net_p.rmatvec(grad)))
+    assert torch.equal(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-6, atol=1e-6)  # index_add order
+
+
+def test_hashed_refuses_columns_without_a_nonzero() -> None:
+    with pytest.raises(ValueError, match="received no nonzero"):
+        sp.projection(nn.Linear(3, 2, bias=False), dim=6, method="hashed", nonzeros=1)
+
+
+@pytest.mark.parametrize(("start", "rows", "dim", "nnz"), [(0, 1500, 37, 8), (2**32 - 700, 1300, 1000, 3)])
+def test_triton_hashed_entries_bit_identical_and_kernels_match_torch(start, rows, dim, nnz) -> None:
+    pytest.importorskip("triton")
+    from subspace_param.kernels import hashing
+
+    seed = 123456789123
+    ref_cols, ref_signs = hashing.columns_and_signs(seed, start, start + rows, dim, nnz)
+    cols, signs = hashing.columns_and_signs_triton(seed, start, start + rows, dim, nnz, "cpu")
+    assert torch.equal(cols, ref_cols) and torch.equal(signs, ref_signs)
+    omega, grad = torch.randn(dim), torch.randn(rows)
+    fwd = hashing.gather_triton(seed, start, start + rows, omega, nnz)
+    bwd = hashing.scatter_triton(seed, start, start + rows, grad, dim, nnz)
+    torch.testing.assert_close(fwd, hashing.gather_torch(seed, start, start + rows, omega, nnz))
+    torch.testing.assert_close(bwd, hashing.scatter_torch(seed, start, start + rows, grad, dim, nnz))
+
+
+def test_auto_method_follows_size_and_device() -> None:
+    from subspace_param.projections.choice import choose_method
+
+    assert sp.projection(small_mlp(), dim=10).method == "dense"  # 148 × 10 floats
+    assert choose_method(11_000_000, 100, "cpu") == "sparse"
+    assert choose_method(11_000_000, 100_000, "cpu") == "fastfood"
+    assert choose_method(11_000_000, 100_000, "cuda") == "hashed"

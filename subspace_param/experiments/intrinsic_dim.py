@@ -9,6 +9,7 @@ model trained directly with the same recipe; not interpolated).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -147,7 +148,7 @@ def train_in_subspace(
     dim: int | None,
     *,
     seed: int,
-    method: str = "generated",
+    method: str = "auto",
     cfg: TrainConfig = OMEGA_RECIPE,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
@@ -158,8 +159,9 @@ def train_in_subspace(
     torch.manual_seed(seed)
     model = build_model().to(device)
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    resolved = None
     if dim is not None:
-        projection(model, dim, method=method, seed=seed, **options)
+        resolved = projection(model, dim, method=method, seed=seed, **options).method
     train_loader, _, test_loader = data.loaders(batch_size, seed=seed)
     start = time.perf_counter()
     desc = f"d={dim if dim is not None else 'full'} seed={seed}"
@@ -171,6 +173,7 @@ def train_in_subspace(
     return {
         "dim": dim,
         "seed": seed,
+        "method": resolved,
         "num_params": num_params,
         "test_acc": m["acc"],
         "test_loss": m["nll"],
@@ -184,54 +187,106 @@ def train_in_subspace(
 def intrinsic_dimension(
     build_model: ModelFactory,
     data: Dataset,
-    dims: Sequence[int],
+    dims: Sequence[int] | None = None,
     *,
     seeds: Sequence[int] = (0,),
-    method: str = "generated",
+    method: str = "auto",
     cfg: TrainConfig = OMEGA_RECIPE,
     batch_size: int = 256,
     baseline: float | None = None,
     fraction: float = 0.9,
+    search: str = "grid",
+    bounds: tuple[int, int] | None = None,
+    rtol: float = 0.1,
     device: torch.device | str = "cpu",
     **options: Any,
 ) -> IntrinsicDimResult:
-    """Sweep d over ``dims`` × ``seeds`` (plus direct training as the baseline unless
-    ``baseline`` is given, e.g. 1.0 for Li et al.'s "global" MNIST threshold) and report d_int90.
+    """d_int90: the smallest d whose mean test accuracy over ``seeds`` reaches ``fraction`` × the
+    baseline (by default the same model trained directly, unless ``baseline`` is given, e.g. 1.0
+    for Li et al.'s "global" MNIST threshold).
+
+    ``search="grid"`` trains every d of ``dims``. ``search="bisect"`` assumes accuracy grows with d
+    and bisects: over the sorted ``dims`` when given (⌈log₂ n⌉ + 1 sizes instead of n, the grid's
+    own answer), otherwise over the integers of ``bounds`` = (lo, hi) on a log scale — the
+    geometric midpoint ⌊√(lo·hi)⌉ is trained, the bracket [fails, reaches] halves, and the search
+    stops when hi/lo ≤ 1 + ``rtol`` or hi − lo ≤ 1 (d_int90 = hi). hi must reach the threshold
+    (otherwise d_int90 is None); if lo already does, d_int90 = lo.
 
     >>> d_int([10, 100, 1000], [0.3, 0.85, 0.95], baseline=0.97)
     1000
     """
-    if not dims or any(int(d) < 1 for d in dims):
+    if search not in ("grid", "bisect"):
+        raise ValueError(f"search must be 'grid' or 'bisect', got {search!r}")
+    if dims is not None and (not dims or any(int(d) < 1 for d in dims)):
         raise ValueError(f"dims must be a non-empty list of positive ints, got {list(dims)}")
-    runs = []
-    grid: list[int | None] = sorted(int(d) for d in dims)
-    if baseline is None:
-        grid.append(None)
-    for d in grid:
+    if dims is None and (search == "grid" or bounds is None):
+        raise ValueError("give dims (a grid), or search='bisect' with bounds=(lo, hi)")
+    if bounds is not None and not (1 <= int(bounds[0]) < int(bounds[1])):
+        raise ValueError(f"bounds must be (lo, hi) with 1 ≤ lo < hi, got {bounds}")
+    runs: list[dict[str, Any]] = []
+    trained: dict[int, float] = {}
+
+    def train_at(d: int | None) -> float:
         for s in seeds:
             runs.append(
                 train_in_subspace(
-                    build_model,
-                    data,
-                    d,
-                    seed=s,
-                    method=method,
-                    cfg=cfg,
-                    batch_size=batch_size,
-                    device=device,
-                    **options,
+                    build_model, data, d, seed=s, method=method, cfg=cfg, batch_size=batch_size,
+                    device=device, **options,
                 )
-            )
+            )  # fmt: skip
+        accs = [r["test_acc"] for r in runs if r["dim"] == d]
+        mean = sum(accs) / len(accs)
+        if d is not None:
+            trained[d] = mean
+        return mean
+
     if baseline is None:
-        direct = [r["test_acc"] for r in runs if r["dim"] is None]
-        baseline = sum(direct) / len(direct)
+        baseline = train_at(None)
+    threshold = fraction * baseline
+    trace: list[dict[str, Any]] = []
+
+    def reaches(d: int) -> bool:
+        acc = trained[d] if d in trained else train_at(d)
+        trace.append({"d": d, "test_acc": acc, "reaches": acc >= threshold})
+        return acc >= threshold
+
+    if search == "grid":
+        for d in sorted(int(d) for d in dims):  # type: ignore[union-attr]
+            train_at(d)
+        rule = "every d of the grid"
+    elif dims is not None:
+        grid = sorted({int(d) for d in dims})
+        lo_i, hi_i = -1, len(grid) - 1
+        if reaches(grid[hi_i]):
+            while hi_i - lo_i > 1:
+                mid = (lo_i + hi_i) // 2
+                if reaches(grid[mid]):
+                    hi_i = mid
+                else:
+                    lo_i = mid
+        rule = "bisection over the sorted grid (accuracy assumed monotone in d)"
+    else:
+        lo, hi = int(bounds[0]), int(bounds[1])  # type: ignore[index]
+        if reaches(hi) and not reaches(lo):
+            while hi / lo > 1 + rtol and hi - lo > 1:
+                mid = min(hi - 1, max(lo + 1, round(math.sqrt(lo * hi))))
+                if reaches(mid):
+                    hi = mid
+                else:
+                    lo = mid
+        rule = f"bisection on log d in [{bounds[0]}, {bounds[1]}] until hi/lo ≤ 1 + {rtol} or hi − lo ≤ 1"  # type: ignore[index]
     num_params = runs[0]["num_params"]
     settings = {
-        "dims": list(dims),
+        "dims": list(dims) if dims is not None else None,
+        "search": search,
+        "stopping_rule": rule,
+        "bounds": list(bounds) if bounds is not None else None,
+        "bisection_trace": trace,
         "seeds": list(seeds),
         "batch_size": batch_size,
         "dataset": data.name,
         "recipe": dataclasses.asdict(cfg),
         "options": options,
     }
-    return IntrinsicDimResult(runs, baseline, fraction, method, num_params, settings)
+    resolved = next((r["method"] for r in runs if r.get("method")), method)
+    return IntrinsicDimResult(runs, baseline, fraction, resolved, num_params, settings)

@@ -82,7 +82,7 @@ class RunConfig:
     vertices: int = 3
     # random projections
     dim: int = 1000
-    method: str = "generated"
+    method: str = "auto"
     # baselines
     swa: bool = False
     swa_start: float = 0.75
@@ -90,6 +90,8 @@ class RunConfig:
     fge_cycle: int = 0
     fge_start: float = 0.8
     fge_lr: tuple[float, float] = (0.05, 0.0005)
+    # landscapes: keep the parameters after every epoch (and at init) in trajectory/epoch_NNNN.pt
+    trajectory: bool = False
     # distributed
     sync_bn: bool = False
     # data
@@ -101,6 +103,8 @@ class RunConfig:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if (self.swa or self.fge_cycle) and self.kind != "standard":
             raise ValueError("swa / fge are baselines of standard training: use kind='standard'")
+        if self.trajectory and self.kind != "standard":
+            raise ValueError("trajectory checkpoints are kept for standard runs (kind='standard')")
         if self.fge_cycle % 2:
             raise ValueError(f"fge_cycle must be even (snapshots at mid-cycle), got {self.fge_cycle}")
         self.fge_lr = tuple(self.fge_lr)  # type: ignore[assignment]
@@ -386,6 +390,8 @@ def _train(
         fge_snapshots = ck.get("fge", [])
     elif rank == 0:
         write_json(out / "config.json", cfg.as_json())
+        if cfg.trajectory:
+            _save_trajectory_point(out, model, 0)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -482,6 +488,8 @@ def _train(
                 "config": cfg.as_json(),
             }
             atomic_write(ckpt_path, lambda f, state=state: torch.save(state, f))
+            if cfg.trajectory:
+                _save_trajectory_point(out, model, epoch + 1)
             write_text(out / "history.csv", _csv(history))
             write_json(out / "history.json", history)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
@@ -502,6 +510,23 @@ def _train(
     if rank == 0:
         write_json(out / "summary.json", summary)
     return summary
+
+
+def _save_trajectory_point(out: Path, model: nn.Module, epoch: int) -> None:
+    """``trajectory/epoch_NNNN.pt``: the parameters after ``epoch`` epochs (0: the initial point)."""
+    params = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    atomic_write(out / "trajectory" / f"epoch_{epoch:04d}.pt", lambda f: torch.save(params, f))
+
+
+def trajectory_files(run_dir: str | Path) -> list[Path]:
+    """The trajectory checkpoints of a run trained with ``trajectory=True``, in epoch order."""
+    files = sorted((Path(run_dir) / "trajectory").glob("epoch_*.pt"))
+    if not files:
+        raise MissingFileError(
+            Path(run_dir) / "trajectory",
+            "no trajectory checkpoints: train the run with --save-trajectory (RunConfig.trajectory=True)",
+        )
+    return files
 
 
 def _save_final(cfg, out, model, sub, swa_model, fge_snapshots, data) -> None:

@@ -1,7 +1,8 @@
 """Random-projection subspaces θ = θ0 + P ω (Li et al. 2018; Greydanus's ω-space; SAID).
 
 Each projection method is one file registering a :class:`Projector`:
-``generated`` (default), ``fastfood``, ``sparse``, ``dense``, ``orthonormal``. Every module of
+``hashed``, ``generated``, ``fastfood``, ``sparse``, ``dense``, ``orthonormal`` (``method="auto"``, the
+default, picks one for the size and device: :mod:`.choice`). Every module of
 this package is imported (and so registered) on import: a new method is one file, nothing else to edit.
 """
 

@@ -25,6 +25,7 @@ from ..errors import SubspaceError
 from ..selection import FilterFn, TensorRef, find_parametrized, select_by_names, select_tensors
 from ..subspace import freeze_parametrized, is_wrapped
 from .base import Projector, projector_class
+from .choice import choose_method
 
 PROJECTION_SPEC = "_subspace_projection_spec"
 SPEC_VERSION = 1
@@ -154,7 +155,7 @@ def projection(
     model: nn.Module,
     dim: int,
     *,
-    method: str = "generated",
+    method: str = "auto",
     seed: int = 0,
     filter_fn: FilterFn | None = None,
     per_tensor_scale: bool = False,
@@ -170,13 +171,16 @@ def projection(
 
     Args:
         dim: d, the subspace dimension.
-        method: ``generated`` (default: ±1/√D entries from a counter-based hash, never stored),
-            ``fastfood``, ``sparse``, ``dense`` or ``orthonormal`` (θ = P ω with QR of
-            [θ_init | random], starting at θ_init).
+        method: ``auto`` (default: chosen for D, d and the device by
+            :func:`~subspace_param.projections.choice.choose_method` and recorded in the spec),
+            ``hashed`` (s nonzeros per row, O(D·s)), ``generated`` (±1/√D entries from a
+            counter-based hash, never stored), ``fastfood``, ``sparse``, ``dense`` or
+            ``orthonormal`` (θ = P ω with QR of [θ_init | random], starting at θ_init).
         seed: seeds P; the same seed gives the same P on every device and backend.
         filter_fn: ``(module, qualified_name) -> bool`` choosing the tensors (as for the other kinds).
         options: passed to the projector (``max_bytes`` for dense/orthonormal, ``density`` for
-            sparse, ``backend`` and ``materialize_entries`` for generated).
+            sparse, ``backend`` and ``materialize_entries`` for generated, ``nonzeros``,
+            ``backend`` and ``cache_entries`` for hashed).
 
     >>> import torch, subspace_param as sp
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -192,7 +196,6 @@ def projection(
         raise SubspaceError(f"{type(model).__name__} is already wrapped; wrap a fresh model")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise ValueError(f"dim must be a positive int, got {dim!r}")
-    cls = projector_class(method)
     refs = (
         select_by_names(model, list(tensor_names))
         if tensor_names is not None
@@ -209,6 +212,9 @@ def projection(
             f"(choose dim ≤ {num_scalars:,}, or train the model directly)"
         )
     device = tensors[0].device
+    if method == "auto":
+        method = choose_method(num_scalars, dim, device)
+    cls = projector_class(method)
     dtype = tensors[0].dtype if tensors[0].dtype == torch.float64 else torch.float32
     segments, start = [], 0
     for t in tensors:
