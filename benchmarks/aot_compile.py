@@ -11,7 +11,9 @@ the bundled ``ptxas -v`` reports registers and spills. Kernels and configuration
 * ``combine`` / ``gram`` / ``combine_grad`` (per-tensor ops), ``seg_fwd`` / ``seg_bwd`` (one launch
   for many tensors; the backward reads T = 8 or 32 weight-gradient pointers), K = 2…8, fp32,
   bf16, fp16, Gram and regulariser term (``HAS_A``) on and off — the bandwidth kernels;
-* ``rademacher_matvec`` / ``rademacher_rmatvec`` (generated projection, fp32) — compute kernels.
+* ``rademacher_matvec`` / ``rademacher_rmatvec`` (generated projection, fp32) and
+  ``hashed_gather`` / ``hashed_scatter`` (hashed projection, s = K nonzeros per row, fp32) — compute
+  and gather kernels (not held to 128-bit accesses).
 
 Columns: registers, spill bytes (stores + loads), shared memory, the widest global load and store
 (bits), and the static count of global loads and stores in the PTX. ``idx64``: the element offsets
@@ -64,7 +66,7 @@ class Config:
 
     @property
     def bandwidth(self) -> bool:
-        return not self.kernel.startswith("rademacher")
+        return not self.kernel.startswith(("rademacher", "hashed"))
 
 
 @dataclass
@@ -98,6 +100,7 @@ def _arguments(cfg: Config):  # type: ignore[no-untyped-def]
     """(jit function, positional args, constexpr kwargs, options) as the library launches them."""
     import triton.language as tl
     from subspace_param.kernels.combine import launch_config
+    from subspace_param.kernels.hashing_triton import gather_kernel, scatter_kernel
     from subspace_param.kernels.rademacher_triton import matvec_kernel, rmatvec_kernel
     from subspace_param.kernels.triton_kernels import combine_bwd, combine_fwd
 
@@ -134,6 +137,9 @@ def _arguments(cfg: Config):  # type: ignore[no-untyped-def]
             (f32, f32, 0, n, 1000, 4096, 7, 11, 13, 0.5),
             dict(BLOCK_R=64, BLOCK_W=4, num_warps=4),
         )
+    if cfg.kernel in ("hashed_gather", "hashed_scatter"):
+        fn = gather_kernel if cfg.kernel == "hashed_gather" else scatter_kernel
+        return fn, (f32, i64, f32, 0, n, 7, 11, 13), dict(NNZ=cfg.k, BLOCK_R=1024, num_warps=4)
     raise ValueError(f"unknown kernel {cfg.kernel!r}")
 
 
@@ -234,6 +240,8 @@ def configurations(archs: list[int], quick: bool) -> list[Config]:
             Config("combine_grad", arch, "bf16", 3, has_a=True, big=True),
             Config("rademacher_matvec", arch, big=True),
             Config("rademacher_rmatvec", arch, big=True),
+            Config("hashed_gather", arch, k=8, big=True),
+            Config("hashed_scatter", arch, k=8, big=True),
         ]
     return configs
 

@@ -17,6 +17,7 @@ compute the same integers, so the entries are bit-identical on both.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .rademacher import MASK32, mix32, mix32_int, row_keys, seed_salts
 
@@ -90,8 +91,13 @@ def scatter_torch(
 
 
 def gather_cached(cols: torch.Tensor, signs: torch.Tensor, omega_scaled: torch.Tensor) -> torch.Tensor:
-    """:func:`gather_torch` from precomputed (int32 columns, int8 signs) of a segment."""
-    return (omega_scaled[cols] * signs.to(omega_scaled.dtype)).sum(1)
+    """:func:`gather_torch` from precomputed (columns, signs) of a segment: ``embedding_bag`` with
+    ω' as a one-column table and the signs as per-sample weights (one fused gather-and-sum, ≈ 5×
+    faster on CPU than indexing then summing)."""
+    table = omega_scaled.unsqueeze(1)
+    return F.embedding_bag(cols, table, mode="sum", per_sample_weights=signs.to(omega_scaled.dtype)).squeeze(
+        1
+    )
 
 
 def scatter_cached(cols: torch.Tensor, signs: torch.Tensor, grad: torch.Tensor, dim: int) -> torch.Tensor:

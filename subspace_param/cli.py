@@ -272,7 +272,7 @@ def cmd_align(a: argparse.Namespace) -> None:
 
     import torch
 
-    from .connectivity import LinearPath, alignment, evaluate_path, plot_paths
+    from .connectivity import LinearPath, Repair, alignment, evaluate_path, plot_paths
     from .io import atomic_write, write_csv
 
     cfg_a, model_a, sub_a, data = load_run(a.run_a)
@@ -309,6 +309,9 @@ def cmd_align(a: argparse.Namespace) -> None:
                       progress=not a.no_progress),
         evaluate_path(LinearPath(model_a, result.model), train_eval, test_loader, ts, label="aligned",
                       progress=not a.no_progress),
+        evaluate_path(LinearPath(model_a, result.model), train_eval, test_loader, ts,
+                      label="aligned + REPAIR", progress=not a.no_progress,
+                      repair=Repair(model_a, result.model, train_eval)),
     ]  # fmt: skip
     rows = [
         {
@@ -320,7 +323,7 @@ def cmd_align(a: argparse.Namespace) -> None:
         for ev in evs
     ]
     for ev in evs:
-        ev.save(out, f"path_{ev.label}")
+        ev.save(out, "path_" + ev.label.replace(" + ", "_").replace(" ", "_"))
     write_json(out / "barriers.json", rows)
     write_csv(out / "barriers.csv", rows)
     plot_paths(evs, out / "naive_vs_aligned.png")

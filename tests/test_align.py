@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -190,3 +191,63 @@ def test_bad_inputs_are_named():
         sp.align(a, a, method="bogus")
     with pytest.raises(ValueError, match="pass example="):
         sp.align(_vgg(), _vgg())
+
+
+def _two_trained_mlps():
+    from subspace_param.data import load_digits
+    from subspace_param.models import mlp
+    from subspace_param.training import TrainConfig, train
+
+    data = load_digits()
+    loader, train_eval, _ = data.loaders(64)
+    nets = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        nets.append(mlp(data.input_shape, data.num_classes, hidden=(48, 40)))
+        train(nets[-1], loader, TrainConfig(epochs=6, lr=0.05, progress=False))
+    return nets, train_eval
+
+
+def test_repair_sets_each_channel_to_the_interpolated_statistics_and_keeps_the_ends():
+    from subspace_param.connectivity import LinearPath, Repair
+    from subspace_param.connectivity.repair import channel_statistics
+
+    (a, b), loader = _two_trained_mlps()
+    b = sp.align(a, b.eval(), example=next(iter(loader))[0][:8])
+    rep = Repair(a, b, loader)
+    assert [n for n, _ in rep.targets] == ["1", "3"]  # the hidden Linear layers, not the logits
+    path = LinearPath(a, b)
+    x = torch.cat([xb for xb, _ in loader])
+    for t in (0.0, 0.37, 1.0):
+        model = copy.deepcopy(a)
+        path.load_into(model, t)
+        rep.apply(model, t)
+        got = channel_statistics(model, ["1", "3"], rep.batches)
+        # reestimate_bn normalises later passes by the biased variance (one full batch in train mode)
+        # and stores the unbiased one: a later layer's std is off by ≈ 1/(2N) = 4e-4 (N = 1347)
+        for name, (mean, std) in rep.goal(t).items():
+            torch.testing.assert_close(got[name][0], mean, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(got[name][1], std, rtol=1e-3, atol=1e-4)
+        if t in (0.0, 1.0):  # at an end, the goal is the end's own statistics: its function is kept
+            end = a if t == 0 else b
+            torch.testing.assert_close(model.eval()(x), end.eval()(x), rtol=1e-3, atol=1e-3)
+
+
+def test_repair_lowers_the_barrier_of_aligned_networks_and_targets_bn_outputs():
+    from subspace_param.connectivity import LinearPath, Repair, evaluate_path
+    from subspace_param.connectivity.repair import repair_targets
+
+    (a, b), loader = _two_trained_mlps()
+    b = sp.align(a, b.eval(), example=next(iter(loader))[0][:8])
+    ts = np.linspace(0, 1, 5)
+    plain = evaluate_path(LinearPath(a, b), loader, loader, ts, progress=False)
+    repaired = evaluate_path(
+        LinearPath(a, b), loader, loader, ts, progress=False, repair=Repair(a, b, loader)
+    )
+    assert repaired.barrier("train_loss") < plain.barrier("train_loss")
+    assert abs(repaired.values["train_loss"][0] - plain.values["train_loss"][0]) < 1e-3
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3),
+        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 5 * 5, 3),
+    )  # fmt: skip
+    assert repair_targets(cnn.eval(), torch.randn(2, 3, 9, 9)) == [("1", 4), ("3", 4)]  # BN after conv 0

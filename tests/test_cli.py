@@ -26,7 +26,17 @@ def _model_state(run: Path) -> dict[str, torch.Tensor]:
 
 def test_every_subcommand_has_help(capsys) -> None:
     parser = build_parser()
-    for cmd in ("train", "evaluate", "connect", "align", "plane", "intrinsic-dim", "bench", "report"):
+    for cmd in (
+        "train",
+        "evaluate",
+        "connect",
+        "align",
+        "plane",
+        "landscape",
+        "intrinsic-dim",
+        "bench",
+        "report",
+    ):
         with pytest.raises(SystemExit) as e:
             parser.parse_args([cmd, "--help"])
         assert e.value.code == 0
@@ -74,7 +84,7 @@ def test_train_evaluate_connect_plane(tmp_path, capsys) -> None:
     runs = [str(tmp_path / "standard"), str(tmp_path / "standard1")]
     main(["align", *runs, "--points", "3", "--out", str(aligned), "--no-progress"])
     barriers = json.loads((aligned / "barriers.json").read_text())
-    assert [r["path"] for r in barriers] == ["naive", "aligned"]
+    assert [r["path"] for r in barriers] == ["naive", "aligned", "aligned + REPAIR"]
     assert (aligned / "barriers.csv").exists() and (aligned / "naive_vs_aligned.png").exists()
     report = json.loads((aligned / "alignment.json").read_text())["groups"]
     assert any(g["permuted"] for g in report) and any(not g["permuted"] for g in report)

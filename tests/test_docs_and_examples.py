@@ -210,9 +210,11 @@ def test_example_connect_two_models_runs(tmp_path):
 def test_example_align_resnets_runs(tmp_path):
     args = ["--epochs", "1", "--widths", "1", "--points", "3", "--bn-batches", "2", "--out", str(tmp_path)]
     rows = _example("align_resnets").main(args)
-    assert len(rows) == 1 and rows[0]["width"] == 1
-    assert all(np.isfinite(v) for v in rows[0].values())
-    assert (tmp_path / "barriers.csv").exists() and (tmp_path / "paths_width1.png").exists()
+    assert len(rows) == 1 and rows[0]["model"] == "cifar_resnet 1x"
+    assert rows[0]["ours_output_change"] < 1e-4
+    numbers = [v for k, v in rows[0].items() if k != "model"]
+    assert len(numbers) == 8 and all(np.isfinite(v) for v in numbers)
+    assert (tmp_path / "barriers.csv").exists() and (tmp_path / "paths_cifar_resnet_1x.png").exists()
 
 
 def test_example_ddp_script_runs(tmp_path):

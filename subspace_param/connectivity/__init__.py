@@ -1,7 +1,7 @@
 """Mode connectivity: fitted curves between trained networks (:func:`connect`), paths without
 training (linear; Anokhin & Yarotsky's lin/arc rules with index or OT pairing, weight adjustment,
-butterfly), permutation alignment of any traceable architecture, WA(n) ensembling, path evaluation
-and loss planes."""
+butterfly), permutation alignment of any traceable architecture, REPAIR, WA(n) ensembling, path
+evaluation and loss planes."""
 
 from .alignment import align, align_mlp, ot_permutation, permute_hidden
 from .conv_butterfly import ConvButterflyPath
@@ -22,6 +22,7 @@ from .paths import (
 from .permutation_spec import PermutationSpec, permutation_spec
 from .plane import LossPlane, curve_plane, loss_plane
 from .rebasin import Alignment, alignment
+from .repair import Repair, remove_repair
 from .rules import arc, lin
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Path",
     "PathEvaluation",
     "PermutationSpec",
+    "Repair",
     "SimultaneousPath",
     "StepwiseAdjustedPath",
     "SubspacePath",
@@ -56,5 +58,6 @@ __all__ = [
     "permutation_spec",
     "permute_hidden",
     "plot_paths",
+    "remove_repair",
     "wa_ensemble",
 ]

@@ -24,6 +24,7 @@ from ..batchnorm import has_batchnorm, reestimate_bn
 from ..io import atomic_write, save_figure, write_json, write_text
 from ..subspace import Subspace
 from .paths import Path, State, SubspacePath
+from .repair import Repair
 
 METRICS = ("train_loss", "train_err", "test_loss", "test_err")
 
@@ -151,9 +152,13 @@ def evaluate_path(
     device: torch.device | str = "cpu",
     label: str = "path",
     progress: bool = True,
+    repair: Repair | None = None,
 ) -> PathEvaluation:
     """Train and test loss/error at each t (default :func:`default_ts`). Models with BatchNorm get
-    their running statistics re-estimated at every t on ``bn_loader`` (default: ``train_loader``)."""
+    their running statistics re-estimated at every t on ``bn_loader`` (default: ``train_loader``).
+    ``repair`` (a :class:`~subspace_param.connectivity.Repair` of the path's ends): every point is
+    REPAIRed first (channel statistics reset to the interpolation of the ends'; BN re-estimated on
+    the repair's batches)."""
     if isinstance(path, Subspace):
         path = SubspacePath(path)
     ts = default_ts(path.end_time) if ts is None else np.asarray(ts, dtype=np.float64)
@@ -166,7 +171,9 @@ def evaluate_path(
         vec = path.vector_at(float(t))
         dl.append(0.0 if prev is None else float((vec - prev).norm()))
         prev = vec
-        if bn:
+        if repair is not None:
+            repair.apply(model, float(t))
+        elif bn:
             reestimate_bn(
                 model,
                 bn_loader if bn_loader is not None else train_loader,

@@ -27,6 +27,8 @@ from .paths import State, SubspacePath
 
 #: bytes of stacked parameter copies one batched (vmap) pass may hold
 BATCHED_BYTES = 2**28
+#: grid points per batched pass (16 measured fastest on a digits MLP, 2 CPU cores: 2.6 s at 64)
+BATCHED_POINTS = 16
 
 
 def _flatten(state: State, names: Sequence[str]) -> torch.Tensor:
@@ -209,7 +211,7 @@ def evaluate_grid(
         )
     bar = tqdm(total=len(grid_ab), desc="loss plane", disable=not progress, leave=False)
     if use_batched:
-        chunk = max(1, min(64, BATCHED_BYTES // max(1, 4 * origin.numel())))
+        chunk = max(1, min(BATCHED_POINTS, BATCHED_BYTES // max(1, 4 * origin.numel())))
         try:
             for lo in range(0, len(grid_ab), chunk):
                 group = grid_ab[lo : lo + chunk]
