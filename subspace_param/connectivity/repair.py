@@ -156,9 +156,10 @@ class Repair:
         REPAIR BatchNorm with the goal statistics, then re-estimate every BN of the model (its own
         and REPAIR's) in forward order on the statistics batches."""
         modules = dict(model.named_modules())
+        goal = self.goal(t)
         for name, ndim in self.targets:
             layer = modules[name]
-            mean, std = self.goal(t)[name]
+            mean, std = goal[name]
             norm = getattr(layer, REPAIR_CHILD, None)
             if norm is None:
                 ref = next(layer.parameters(), None)
