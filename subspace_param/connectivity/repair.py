@@ -18,6 +18,7 @@ follows a layer (the next module in forward order), its output is repaired inste
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..batchnorm import reestimate_bn
+from ..batchnorm import _inputs, _Sums, reestimate_bn
 
 REPAIR_CHILD = "subspace_repair"
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -33,11 +34,7 @@ _NORMS = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNo
 
 
 def _batches(loader: Iterable, num_batches: int | None) -> list[torch.Tensor]:
-    out = []
-    for i, b in enumerate(loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        out.append(b[0] if isinstance(b, (tuple, list)) else b)
+    out = list(_inputs(itertools.islice(loader, num_batches), None))
     if not out:
         raise ValueError("REPAIR: the loader yielded no batch")
     return out
@@ -84,21 +81,12 @@ def channel_statistics(
     """Per-channel (mean, std) of each named module's output over the batches (eval mode, float64;
     the unbiased std, the convention BatchNorm's running variance uses)."""
     modules = dict(model.named_modules())
-    sums: dict[str, list[Any]] = {n: [0.0, 0.0, 0] for n in names}
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(_m, _i, out):  # type: ignore[no-untyped-def]
-            x = out.detach().double().transpose(0, 1).reshape(out.shape[1], -1)
-            s = sums[name]
-            s[0] = s[0] + x.sum(1)
-            s[1] = s[1] + x.square().sum(1)
-            s[2] += x.shape[1]
-
-        return record
-
+    sums = {n: _Sums() for n in names}
     was = model.training
     model.eval()
-    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    handles = [  # _Sums reads a BN's input; here it is the layer's output
+        modules[n].register_forward_hook(lambda m, _i, out, s=sums[n]: s(m, (out,))) for n in names
+    ]
     try:
         for x in batches:
             model(x.to(device))
@@ -107,10 +95,9 @@ def channel_statistics(
             h.remove()
         model.train(was)
     out = {}
-    for n, (s1, s2, count) in sums.items():
-        mean = s1 / count
-        var = (s2 / count - mean.square()).clamp_min(0) * (count / max(count - 1, 1))
-        out[n] = (mean, var.sqrt())
+    for n, acc in sums.items():
+        mean, _, unbiased = acc.moments()
+        out[n] = (mean, unbiased.sqrt())
     return out
 
 
